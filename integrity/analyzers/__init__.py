@@ -1,0 +1,69 @@
+"""Content analyzers: they read what a mail file *means*, so a change can be judged.
+
+Every analyzer module exposes three pure functions (text in, values out, no I/O):
+
+* ``parse(text: str) -> Facts``: normalised, JSON-able facts. Problems found while
+  parsing go in ``facts["warnings"]`` as ``[line_number, message]`` pairs; parse never
+  raises on any input.
+* ``diff(path: str, before: Facts, after: Facts) -> list[Finding]``: what the change
+  between two snapshots means (a new ``|program`` alias, PrivacyOptions lost noexpn...).
+* ``assess(path: str, facts: Facts) -> list[Finding]``: risky state with no baseline
+  (used by ``audit`` and by ``init`` to show what is already wrong).
+
+Secrets never reach an analyzer: the caller does not read their content.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from integrity.model import Facts, Finding
+
+
+@dataclass(frozen=True, slots=True)
+class Analyzer:
+    name: str
+    parse: Callable[[str], Facts]
+    diff: Callable[[str, Facts, Facts], list[Finding]]
+    assess: Callable[[str, Facts], list[Finding]]
+
+
+#: analyzer name (as written in profiles) -> (module under integrity.analyzers, suffix).
+#: A module serving several analyzers names its functions ``parse_<suffix>`` etc.;
+#: with an empty suffix the functions are plain ``parse``, ``diff``, ``assess``.
+_MODULES: dict[str, tuple[str, str]] = {
+    "sendmail-cf": ("sendmail", "cf"),
+    "sendmail-mc": ("sendmail", "mc"),
+    "aliases": ("aliases", ""),
+    "forward": ("aliases", "forward"),
+    "postfix-main": ("postfix", "main"),
+    "postfix-master": ("postfix", "master"),
+    "exim4-debconf": ("exim", "debconf"),
+    "exim4-conf": ("exim", "conf"),
+    "dovecot": ("dovecot", ""),
+}
+
+NAMES = frozenset(_MODULES)
+
+
+def get(name: str) -> Analyzer | None:
+    """The analyzer called ``name``, or None when it is unknown or not built yet."""
+    if name not in _MODULES:
+        return None
+    module_name, suffix = _MODULES[name]
+    try:
+        mod = importlib.import_module(f"integrity.analyzers.{module_name}")
+    except ModuleNotFoundError:
+        return None
+    tail = f"_{suffix}" if suffix else ""
+    try:
+        return Analyzer(
+            name,
+            getattr(mod, f"parse{tail}"),
+            getattr(mod, f"diff{tail}"),
+            getattr(mod, f"assess{tail}"),
+        )
+    except AttributeError:
+        return None

@@ -1,0 +1,412 @@
+"""The library API: init, verify, update, audit. Wires collect -> record -> compare -> judge.
+
+The CLI and the daemon call these and nothing below them. Each returns values (a Report,
+records); none prints.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import socket
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+
+from integrity import analyzers, scanner
+from integrity.compare import NO_CONTENT, compare
+from integrity.errors import ConfigError, UsageError
+from integrity.judge import Triage, assess_facts, check_child, check_parent, check_state, judge
+from integrity.model import FileRecord, FileType, Finding, Report, Role, ScanWarning
+from integrity.policy import Policy, Rule, detect, load
+from integrity.policy import profile_dirs as default_profile_dirs
+from integrity.store import Store
+
+Progress = Callable[[int], None]
+#: roles whose directory entries are checked one by one but never recorded
+CHILD_ROLES = frozenset({Role.QUEUE, Role.SPOOL})
+MAX_TEXT = 16 * 2**20
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    path: str
+    rule: Rule | None
+    role: Role
+
+
+@dataclass(slots=True)
+class Plan:
+    """What to look at under a root: recorded targets and child-checked directories."""
+
+    targets: dict[str, Target] = field(default_factory=dict)
+    parents: set[str] = field(default_factory=set)
+    child_dirs: list[Target] = field(default_factory=list)
+    warnings: list[ScanWarning] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Snapshot:
+    records: dict[str, FileRecord]
+    roles: dict[str, Role]
+    child_findings: list[Finding]
+    warnings: list[ScanWarning]
+    plan: Plan
+
+
+def hostname() -> str:
+    return socket.gethostname()
+
+
+# -- policy and plan ----------------------------------------------------------------------
+
+
+def resolve_policy(root: str, profiles: Iterable[str], profile_dirs: Iterable[str] = ()) -> Policy:
+    """Load the named profiles; ``auto`` (or nothing) means what is installed under root."""
+    extra = [str(d) for d in profile_dirs]
+    dirs = default_profile_dirs(extra) if extra else None
+    names = [p for p in profiles if p and p != "auto"]
+    if not names:
+        names = detect(root, dirs=dirs)
+        if not names:
+            raise ConfigError(
+                f"{root}: no sendmail, postfix, exim4 or dovecot installation found; "
+                "name a profile with --profile (see `mail-integrity profiles`)"
+            )
+    return load(names, dirs=dirs)
+
+
+def make_plan(root: str, policy: Policy, *, only: Iterable[str] | None = None) -> Plan:
+    """Expand the policy's paths and globs under root into concrete targets."""
+    plan = Plan()
+    for rule in policy.rules:
+        if rule.is_glob:
+            for path in _glob(root, rule.pattern):
+                _add_target(root, plan, policy, path)
+        elif os.path.lexists(scanner.host_path(root, rule.pattern)):
+            _add_target(root, plan, policy, rule.pattern)
+        elif not rule.optional:
+            plan.warnings.append(
+                ScanWarning(rule.pattern, f"expected by profile {rule.profile} but missing")
+            )
+    for parent in policy.parents():
+        if parent not in plan.targets and os.path.lexists(scanner.host_path(root, parent)):
+            plan.targets[parent] = Target(parent, None, Role.DIRECTORY)
+            plan.parents.add(parent)
+    if only is not None:
+        keep = set(only)
+        plan.targets = {p: t for p, t in plan.targets.items() if p in keep}
+        plan.child_dirs = [t for t in plan.child_dirs if t.path in keep]
+    return plan
+
+
+def _glob(root: str, pattern: str) -> list[str]:
+    found = glob.glob(pattern.lstrip("/"), root_dir=root, recursive=True, include_hidden=True)
+    return sorted("/" + p for p in found)
+
+
+def _add_target(root: str, plan: Plan, policy: Policy, path: str) -> None:
+    if path in plan.targets:
+        return
+    rule = policy.rule_for(path)
+    role = rule.role if rule else Role.DIRECTORY
+    plan.targets[path] = Target(path, rule, role)
+    if rule is None:
+        return
+    if role in CHILD_ROLES:
+        plan.child_dirs.append(Target(path, rule, role))
+    elif rule.recursive and rule.pattern == path:
+        for item in scanner.walk(root, path):
+            if isinstance(item, ScanWarning):
+                plan.warnings.append(item)
+            elif not _ignored(item, rule):
+                sub = policy.rule_for(item)
+                plan.targets.setdefault(item, Target(item, sub, sub.role if sub else rule.entry_role))
+
+
+def _ignored(path: str, rule: Rule) -> bool:
+    import fnmatch
+
+    name = path.rsplit("/", 1)[-1]
+    return any(fnmatch.fnmatchcase(name, pat) for pat in rule.ignore)
+
+
+# -- snapshot -----------------------------------------------------------------------------
+
+
+def snapshot(
+    root: str, policy: Policy, *, only: Iterable[str] | None = None, progress: Progress | None = None
+) -> Snapshot:
+    """Collect every target (and check queue/spool entries) under root."""
+    plan = make_plan(root, policy, only=only)
+    names = scanner.IdNames(root)
+    records: dict[str, FileRecord] = {}
+    roles: dict[str, Role] = {}
+    warnings = list(plan.warnings)
+    for target in plan.targets.values():
+        rec, warning = collect_target(root, target, names)
+        if warning:
+            warnings.append(warning)
+        if rec is not None:
+            records[target.path] = rec
+            roles[target.path] = target.role
+        if progress:
+            progress(1)
+    child_findings: list[Finding] = []
+    for target in plan.child_dirs:
+        if target.path in records and records[target.path].ftype == FileType.DIR:
+            child_findings.extend(_check_children(root, target, names, warnings, progress))
+    return Snapshot(records, roles, child_findings, warnings, plan)
+
+
+def collect_target(
+    root: str, target: Target, names: scanner.IdNames
+) -> tuple[FileRecord | None, ScanWarning | None]:
+    """One path -> its record (with analyzer facts when the profile names an analyzer)."""
+    rule, role = target.rule, target.role
+    analyzer = analyzers.get(rule.analyzer) if rule and rule.analyzer else None
+    wants_text = analyzer is not None and role != Role.SECRET
+    got = scanner.collect(
+        root, target.path, names=names, read_content=role not in NO_CONTENT,
+        keep_text=wants_text, max_text=MAX_TEXT,
+    )
+    if isinstance(got, ScanWarning):
+        return None, got
+    rec = got.record
+    if analyzer is not None and got.text is not None and role != Role.SECRET:
+        rec = replace(rec, facts=analyzer.parse(got.text.decode("utf-8", errors="replace")))
+    elif analyzer is not None and rec.ftype == FileType.FILE and rec.digest is not None:
+        got = replace(got, warning=got.warning or ScanWarning(
+            target.path, f"larger than {MAX_TEXT} bytes: content not analyzed"))
+    return rec, got.warning
+
+
+def _check_children(
+    root: str, target: Target, names: scanner.IdNames, warnings: list[ScanWarning],
+    progress: Progress | None,
+) -> list[Finding]:
+    assert target.rule is not None
+    out: list[Finding] = []
+    for item in scanner.walk(root, target.path, max_depth=4):
+        if isinstance(item, ScanWarning):
+            warnings.append(item)
+            continue
+        if _ignored(item, target.rule):
+            continue
+        got = scanner.collect(root, item, names=names, read_content=False)
+        if isinstance(got, ScanWarning):
+            if got.message != scanner.VANISHED:  # queue files come and go: normal
+                warnings.append(got)
+            continue
+        out.extend(check_child(got.record, target.rule))
+        if progress:
+            progress(1)
+    return out
+
+
+def state_findings(snap: Snapshot) -> list[Finding]:
+    """Everything the live state violates, with no baseline (init and audit)."""
+    out = list(snap.child_findings)
+    for path, rec in snap.records.items():
+        target = snap.plan.targets[path]
+        if path in snap.plan.parents:
+            out.extend(check_parent(rec))
+            continue
+        out.extend(check_state(rec, target.rule, target.role))
+        out.extend(assess_facts(rec, target.rule))
+        if target.role != Role.DIRECTORY or rec.ftype != FileType.DIR:
+            continue
+        out.extend(check_parent(rec))
+    return _dedupe(out)
+
+
+def _dedupe(findings: Iterable[Finding]) -> list[Finding]:
+    seen: set[tuple[str, str, str]] = set()
+    out = []
+    for f in findings:
+        key = (f.path, f.rule, f.attribute)
+        if key not in seen:
+            seen.add(key)
+            out.append(f)
+    return sorted(out, key=lambda f: (-f.severity.rank, f.path, f.rule))
+
+
+# -- commands -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    root: str = "/"
+    db: str = "/var/lib/mail-integrity/baseline.db"
+    profiles: tuple[str, ...] = ("auto",)
+    profile_dirs: tuple[str, ...] = ()
+
+
+def _check_root(root: str) -> str:
+    if not os.path.isdir(root):
+        raise UsageError(f"{root}: --root must be an existing directory")
+    return os.path.abspath(root)
+
+
+def init(opts: Options, *, progress: Progress | None = None) -> Report:
+    """Build a new baseline; the report lists what the live state already violates."""
+    root = _check_root(opts.root)
+    policy = resolve_policy(root, opts.profiles, opts.profile_dirs)
+    snap = snapshot(root, policy, progress=progress)
+    store = Store.open(opts.db, create=True)
+    try:
+        store.replace_baseline(snap.records.values(), {p: str(r) for p, r in snap.roles.items()})
+        store.set_meta("root", root)
+        store.set_meta("profiles", ",".join(policy.profiles))
+        report = Report(findings=state_findings(snap), warnings=snap.warnings,
+                        scanned=len(snap.records))
+        report.header = _header(store, root, policy, "init")
+        run = store.begin_run("init", root, policy.profiles, hostname())
+        store.track_findings(run, report.findings)
+        store.finish_run(run, _summary(report), 0)
+    finally:
+        store.close()
+    return report
+
+
+def _header(store: Store, root: str, policy: Policy, command: str) -> dict[str, object]:
+    return {
+        "command": command,
+        "root": root,
+        "profiles": list(policy.profiles),
+        "db": store.path,
+        "generation": store.generation,
+        "baseline": store.get_meta("rows_digest"),
+        "signed": False,
+        "host": hostname(),
+    }
+
+
+def _summary(report: Report) -> dict[str, object]:
+    return {"added": report.added, "removed": report.removed, "changed": report.changed,
+            "by_severity": report.by_severity(), "scanned": report.scanned}
+
+
+def open_baseline(opts: Options) -> tuple[Store, str, Policy, dict[str, FileRecord], dict[str, Role]]:
+    """The store, the root and policy it was built with, and its records and roles."""
+    store = Store.open(opts.db)
+    try:
+        baseline, raw_roles = store.load_baseline()
+        root = _check_root(opts.root if opts.root != "/" else store.get_meta("root", "/") or "/")
+        names = list(opts.profiles) if opts.profiles != ("auto",) else \
+            (store.get_meta("profiles", "") or "").split(",")
+        policy = resolve_policy(root, [n for n in names if n], opts.profile_dirs)
+    except BaseException:
+        store.close()
+        raise
+    roles = {p: Role(r) if r in Role.__members__.values() else Role.DIRECTORY
+             for p, r in raw_roles.items()}
+    return store, root, policy, baseline, roles
+
+
+def verify(
+    opts: Options,
+    *,
+    only: Iterable[str] | None = None,
+    progress: Progress | None = None,
+    triage: Triage | None = None,
+    record_run: bool = True,
+) -> Report:
+    """Compare the live system with the baseline and judge every difference."""
+    store, root, policy, baseline, roles = open_baseline(opts)
+    try:
+        scope = None if only is None else sorted(set(only))
+        snap = snapshot(root, policy, only=scope, progress=progress)
+        report = diff_report(baseline, roles, snap, policy, scope=scope, triage=triage)
+        report.header = _header(store, root, policy, "verify")
+        if record_run:
+            run = store.begin_run("verify", root, policy.profiles, hostname())
+            store.track_findings(run, report.findings, scope=scope)
+            store.finish_run(run, _summary(report), report.exit_code())
+    finally:
+        store.close()
+    return report
+
+
+def diff_report(
+    baseline: Mapping[str, FileRecord],
+    roles: Mapping[str, Role],
+    snap: Snapshot,
+    policy: Policy,
+    *,
+    scope: Iterable[str] | None = None,
+    triage: Triage | None = None,
+) -> Report:
+    """Pure part of verify: baseline vs snapshot -> Report."""
+    all_roles = {**snap.roles, **roles}
+    baseline_scope = baseline
+    if scope is not None:
+        keep = set(scope)
+        baseline_scope = {p: r for p, r in baseline.items() if p in keep}
+    changes = compare(baseline_scope, snap.records, all_roles)
+    findings = judge(changes, baseline, snap.records, policy, all_roles, triage=triage)
+    findings.extend(snap.child_findings)
+    kinds: dict[str, set[str]] = {"added": set(), "removed": set(), "changed": set()}
+    for ch in changes:
+        kinds[str(ch.kind)].add(ch.path)
+    return Report(
+        findings=_dedupe(findings),
+        warnings=snap.warnings,
+        added=len(kinds["added"]),
+        removed=len(kinds["removed"]),
+        changed=len(kinds["changed"]),
+        scanned=len(snap.records),
+    )
+
+
+def update(
+    opts: Options, *, paths: Iterable[str] | None, reason: str, who: str | None = None
+) -> int:
+    """Accept the live state of ``paths`` (all when None) into the baseline; returns count."""
+    if not reason.strip():
+        raise UsageError("update needs --reason: say why the change is accepted")
+    store, root, policy, baseline, roles = open_baseline(opts)
+    try:
+        scope = None if paths is None else sorted({_norm(p) for p in paths})
+        snap = snapshot(root, policy, only=scope)
+        if scope is not None:
+            unknown = [p for p in scope if p not in baseline and p not in snap.records]
+            if unknown:
+                raise UsageError(f"{unknown[0]}: not monitored and not in the baseline")
+        base = baseline if scope is None else {p: baseline[p] for p in scope if p in baseline}
+        changed = {ch.path for ch in compare(base, snap.records, {**snap.roles, **roles})}
+        upserts = [snap.records[p] for p in sorted(changed) if p in snap.records]
+        deletes = [p for p in sorted(changed) if p not in snap.records]
+        all_roles = {p: str(r) for p, r in {**roles, **snap.roles}.items()}
+        count = store.apply_changes(
+            upserts, deletes, all_roles, who=who or _who(), reason=reason,
+            before={p: baseline.get(p) for p in changed},
+        )
+        run = store.begin_run("update", root, policy.profiles, hostname())
+        store.finish_run(run, {"accepted": count, "reason": reason}, 0)
+    finally:
+        store.close()
+    return count
+
+
+def _norm(path: str) -> str:
+    path = os.path.normpath(path)
+    if not path.startswith("/"):
+        raise UsageError(f"{path}: give paths as absolute paths inside the monitored root")
+    return path
+
+
+def _who() -> str:
+    user = os.environ.get("SUDO_USER") or os.environ.get("USER") or str(os.getuid())
+    return f"{user}@{hostname()}"
+
+
+def audit(opts: Options, *, progress: Progress | None = None) -> Report:
+    """Judge the live host against the profiles and the mail rules, with no baseline."""
+    root = _check_root(opts.root)
+    policy = resolve_policy(root, opts.profiles, opts.profile_dirs)
+    snap = snapshot(root, policy, progress=progress)
+    report = Report(findings=state_findings(snap), warnings=snap.warnings,
+                    scanned=len(snap.records))
+    report.header = {"command": "audit", "root": root, "profiles": list(policy.profiles),
+                     "host": hostname()}
+    return report

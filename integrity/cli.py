@@ -1,0 +1,279 @@
+"""The ``mail-integrity`` command: a thin click layer over ``integrity.api``.
+
+Each command parses its options, calls one api function, renders through ``report`` and
+returns an exit code. Errors are handled once, in ``main``: ``error: <message>`` on
+stderr and the error's exit code (PRODUCT.md), never a traceback for a known problem.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import click
+
+from integrity import api, report
+from integrity.config import Config, load_config
+from integrity.errors import MonitorError, UsageError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def common_options(func: F) -> F:
+    """--root, --db, --config, --profile, --format, -q/-v: shared by every command."""
+    options = [
+        click.option("--root", type=click.Path(file_okay=False), default=None,
+                     help="Treat DIR as / (chroots, containers, unpacked packages)."),
+        click.option("--db", default=None, help="Baseline database (default from config)."),
+        click.option("--config", "config_path", default=None,
+                     help="Config file (default /etc/mail-integrity/config.toml)."),
+        click.option("--profile", "profiles", multiple=True,
+                     help="Profile name, repeatable; 'auto' detects the installed MTA."),
+        click.option("--profile-dir", "profile_dirs", multiple=True,
+                     help="Extra directory of local profiles (overrides shipped ones)."),
+        click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text"),
+        click.option("-v", "--verbose", count=True),
+        click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def build(ctx_args: dict[str, Any]) -> tuple[api.Options, Config]:
+    cfg = load_config(ctx_args.get("config_path"))
+    opts = api.Options(
+        root=ctx_args.get("root") or cfg.root,
+        db=ctx_args.get("db") or os.environ.get("MAIL_INTEGRITY_DB") or cfg.db,
+        profiles=tuple(ctx_args.get("profiles") or ()) or cfg.profiles,
+        profile_dirs=tuple(ctx_args.get("profile_dirs") or ()) + cfg.profile_dirs,
+    )
+    return opts, cfg
+
+
+@contextmanager
+def progress_counter(enabled: bool) -> Iterator[api.Progress | None]:
+    """A path counter on stderr, only when it is a terminal (none under systemd or pipes)."""
+    if not enabled or not sys.stderr.isatty():
+        yield None
+        return
+    count = 0
+
+    def tick(n: int) -> None:
+        nonlocal count
+        count += n
+        if count % 500 == 0:
+            click.echo(f"\rchecked {count} paths", nl=False, err=True)
+
+    try:
+        yield tick
+    finally:
+        click.echo("\r" + " " * 30 + "\r", nl=False, err=True)
+
+
+def emit_report(rep: Any, fmt: str, quiet: bool, verbose: int) -> None:
+    if fmt == "json":
+        click.echo(report.render_json(rep))
+    elif not quiet:
+        click.echo(report.render_text(rep, verbose=verbose > 0))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="mail-integrity")
+def cli() -> None:
+    """File-integrity monitor that knows mail servers (sendmail, postfix, exim4, dovecot).
+
+    Example: mail-integrity init && mail-integrity verify
+    """
+
+
+@cli.command()
+@common_options
+def init(**kw: Any) -> int:
+    """Build the baseline from the detected (or named) profiles.
+
+    Also lists what the live state already violates: baselining a bad state must not
+    hide it.
+
+    Example: mail-integrity init --root /srv/mx-chroot --db /tmp/mx.db
+    """
+    opts, _ = build(kw)
+    with progress_counter(not kw["quiet"]) as tick:
+        rep = api.init(opts, progress=tick)
+    emit_report(rep, kw["fmt"], kw["quiet"], kw["verbose"])
+    if kw["fmt"] == "text" and not kw["quiet"]:
+        click.echo(f"\nbaseline written to {opts.db} ({rep.scanned} paths)")
+    return 0
+
+
+@cli.command()
+@common_options
+def verify(**kw: Any) -> int:
+    """Compare the live system with the baseline; exit code is a bitmask.
+
+    0 no differences, +1 added, +2 removed, +4 changed, +8 high or critical finding.
+
+    Example: mail-integrity verify --format json | jq .summary
+    """
+    opts, _ = build(kw)
+    with progress_counter(not kw["quiet"]) as tick:
+        rep = api.verify(opts, progress=tick)
+    emit_report(rep, kw["fmt"], kw["quiet"], kw["verbose"])
+    return rep.exit_code()
+
+
+@cli.command()
+@common_options
+@click.option("--accept", "accept", multiple=True, metavar="PATH",
+              help="Path to accept (repeatable), absolute inside the root.")
+@click.option("--all", "accept_all", is_flag=True, help="Accept every current difference.")
+@click.option("--reason", required=True, help="Why the change is accepted (kept in history).")
+def update(accept: tuple[str, ...], accept_all: bool, reason: str, **kw: Any) -> int:
+    """Accept changes into the baseline, keeping who, when and why.
+
+    Example: mail-integrity update --accept /etc/aliases --reason "new list for sales"
+    """
+    if bool(accept) == accept_all:
+        raise UsageError("update needs either --accept PATH... or --all")
+    opts, _ = build(kw)
+    count = api.update(opts, paths=None if accept_all else list(accept), reason=reason)
+    if kw["fmt"] == "json":
+        click.echo(json.dumps({"accepted": count, "reason": reason}))
+    elif not kw["quiet"]:
+        click.echo(f"accepted {count} change(s) into {opts.db}")
+    return 0
+
+
+@cli.command()
+@common_options
+def audit(**kw: Any) -> int:
+    """Judge the live host against the profiles and the mail rules; no baseline needed.
+
+    Exit 0 when clean, 8 when any finding is high or critical.
+
+    Example: mail-integrity audit --root / --format json
+    """
+    opts, _ = build(kw)
+    with progress_counter(not kw["quiet"]) as tick:
+        rep = api.audit(opts, progress=tick)
+    emit_report(rep, kw["fmt"], kw["quiet"], kw["verbose"])
+    return rep.exit_code() & 8
+
+
+@cli.command()
+@common_options
+@click.option("--limit", default=20, show_default=True, help="Rows per section.")
+def history(limit: int, **kw: Any) -> int:
+    """Past runs, acceptances and findings from the baseline database.
+
+    Example: mail-integrity history --limit 5
+    """
+    from integrity.store import Store
+
+    opts, _ = build(kw)
+    store = Store.open(opts.db)
+    try:
+        data = store.history(limit)
+    finally:
+        store.close()
+    if kw["fmt"] == "json":
+        click.echo(json.dumps(data, indent=2, default=str))
+        return 0
+    click.echo("RUNS")
+    for r in data["runs"]:
+        click.echo(f"  #{r['id']} {r['started']} {r['command']:<7} exit={r['exit_code']} "
+                   f"{r['summary'] or ''}")
+    click.echo("ACCEPTANCES")
+    for a in data["acceptances"]:
+        click.echo(f"  {a['at']} {report.safe(a['path'])} by {a['who']} "
+                   f"(generation {a['generation']}): {a['reason']}")
+    click.echo("FINDINGS")
+    for f in data["findings"]:
+        click.echo(f"  {f['last_seen']} {f['status']:<8} {f['severity']:<8} "
+                   f"{report.safe(f['path'])}: {f['message']} [{f['rule']}]")
+    return 0
+
+
+@cli.command()
+@common_options
+@click.argument("name", required=False)
+def profiles(name: str | None, **kw: Any) -> int:
+    """List the shipped and local profiles and what is detected; NAME shows one.
+
+    Example: mail-integrity profiles sendmail-debian
+    """
+    from integrity import policy
+
+    opts, _ = build(kw)
+    dirs = policy.profile_dirs(list(opts.profile_dirs))
+    found = policy.available(dirs)
+    detected = set(policy.detect(api.os.path.abspath(opts.root), dirs=dirs))
+    if name:
+        if name not in found:
+            raise UsageError(f"no profile named {name!r}; known: {', '.join(sorted(found))}")
+        pol = policy.load([name], dirs=dirs)
+        for rule in pol.rules:
+            exp = rule.expect
+            click.echo(f"{rule.pattern:<48} {rule.role:<9} "
+                       f"{'/'.join(exp.owner) or '*'}:{'/'.join(exp.group) or '*'} "
+                       f"{'/'.join(policy.format_mode(m) for m in exp.mode) or '*'}"
+                       f"{' [' + rule.analyzer + ']' if rule.analyzer else ''}")
+        return 0
+    for pname, path in sorted(found.items()):
+        mark = "detected" if pname in detected else ""
+        click.echo(f"{pname:<18} {mark:<9} {path}")
+    return 0
+
+
+@cli.command()
+@click.option("--keep", is_flag=True, help="Keep the sandbox directory afterwards.")
+def demo(keep: bool) -> int:
+    """A throwaway sandbox mail host: init, tamper, verify, explain. No root needed.
+
+    Example: mail-integrity demo
+    """
+    from integrity import demo as demo_mod
+
+    return demo_mod.run(keep=keep, echo=click.echo)
+
+
+@cli.command()
+@common_options
+@click.option("--syslog", "syslog_url", default=None,
+              help="udp://H:P, tcp://H:P or tls://H:P (default from config).")
+@click.option("--once", is_flag=True, hidden=True, help="Start, verify, and stop (tests).")
+def watch(syslog_url: str | None, once: bool, **kw: Any) -> int:
+    """Real-time monitoring daemon: inotify events -> findings -> remote syslog.
+
+    Example: mail-integrity watch --syslog tls://siem.example.org:6514
+    """
+    from integrity import daemon
+
+    opts, cfg = build(kw)
+    return daemon.run(opts, cfg, syslog_url=syslog_url, once=once, verbose=kw["verbose"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: maps errors to exit codes (16 usage, 17 config, 18 I/O, 19/20 baseline)."""
+    try:
+        rv = cli.main(args=argv, prog_name="mail-integrity", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("error: aborted", err=True)
+        return 16
+    except click.ClickException as exc:
+        click.echo(f"error: {exc.format_message()}", err=True)
+        return 16
+    except MonitorError as exc:
+        click.echo(f"error: {exc.message}", err=True)
+        return exc.exit_code
+    except OSError as exc:
+        click.echo(f"error: {exc.filename or ''}: {exc.strerror}", err=True)
+        return 18
+    except KeyboardInterrupt:
+        return 130
+    return rv if isinstance(rv, int) else 0
+

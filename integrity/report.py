@@ -1,0 +1,97 @@
+"""Report -> text for people, JSON for scripts and SIEM pipelines. Pure.
+
+The JSON shape is a contract (PRODUCT.md): extend it, never break it.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from integrity.model import Finding, Report, Severity
+
+_ORDER = sorted(Severity, key=lambda s: -s.rank)
+
+
+def to_json(report: Report) -> dict[str, Any]:
+    return {
+        "summary": {
+            "added": report.added,
+            "removed": report.removed,
+            "changed": report.changed,
+            "by_severity": report.by_severity(),
+            "scanned": report.scanned,
+        },
+        "findings": [f.to_json() for f in report.findings],
+        "warnings": [w.to_json() for w in report.warnings],
+        "header": report.header,
+    }
+
+
+def render_json(report: Report) -> str:
+    # surrogate-escaped (non-UTF-8) path bytes come out as \udcXX escapes: valid JSON
+    return json.dumps(to_json(report), indent=2, sort_keys=False, default=str)
+
+
+def safe(text: object) -> str:
+    """Printable form of a value: control characters in file names cannot forge lines."""
+    s = str(text)
+    s = s.encode("utf-8", "backslashreplace").decode("utf-8")
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in s)
+
+
+def _value(v: object) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, list | tuple):
+        return "[" + ", ".join(safe(x) for x in v) + "]"
+    text = safe(v)
+    if text.startswith("blake3:"):
+        return text[:19] + "…"
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def render_finding(f: Finding) -> list[str]:
+    lines = [f"  {safe(f.path)}: {safe(f.message)} [{f.rule}]"]
+    if f.before is not None or f.after is not None:
+        lines.append(f"      {f.attribute or 'value'}: {_value(f.before)} -> {_value(f.after)}")
+    if f.fix:
+        lines.append(f"      fix: {safe(f.fix)}")
+    return lines
+
+
+def render_text(report: Report, *, verbose: bool = False) -> str:
+    h = report.header
+    lines = []
+    if h:
+        signed = "signed" if h.get("signed") else "unsigned"
+        lines.append(
+            f"mail-integrity {h.get('command', '')}: root {safe(h.get('root', '/'))}, "
+            f"profiles {', '.join(h.get('profiles', []))}"
+            + (f", baseline generation {h['generation']} ({signed})" if "generation" in h else "")
+        )
+    counts = report.by_severity()
+    lines.append(
+        f"{report.scanned} paths checked: {report.added} added, {report.removed} removed, "
+        f"{report.changed} changed; findings: "
+        + ", ".join(f"{counts[str(s)]} {s}" for s in _ORDER if counts[str(s)])
+        if report.findings
+        else f"{report.scanned} paths checked: {report.added} added, {report.removed} removed, "
+        f"{report.changed} changed; no findings"
+    )
+    for sev in _ORDER:
+        group = [f for f in report.findings if f.severity == sev]
+        if not group:
+            continue
+        lines.append("")
+        lines.append(f"{str(sev).upper()} ({len(group)})")
+        for f in group:
+            lines.extend(render_finding(f))
+    if report.warnings:
+        lines.append("")
+        lines.append(f"WARNINGS ({len(report.warnings)}): paths not fully checked")
+        shown = report.warnings if verbose else report.warnings[:20]
+        lines.extend(f"  {safe(w.path)}: {safe(w.message)}" for w in shown)
+        if len(shown) < len(report.warnings):
+            lines.append(f"  ... and {len(report.warnings) - len(shown)} more (-v shows all)")
+    return "\n".join(lines)
