@@ -120,7 +120,9 @@ def _add_target(root: str, plan: Plan, policy: Policy, path: str) -> None:
                 plan.warnings.append(item)
             elif not _ignored(item, rule):
                 sub = policy.rule_for(item)
-                plan.targets.setdefault(item, Target(item, sub, sub.role if sub else rule.entry_role))
+                plan.targets.setdefault(
+                    item, Target(item, sub, sub.role if sub else rule.entry_role)
+                )
 
 
 def _ignored(path: str, rule: Rule) -> bool:
@@ -134,15 +136,29 @@ def _ignored(path: str, rule: Rule) -> bool:
 
 
 def snapshot(
-    root: str, policy: Policy, *, only: Iterable[str] | None = None, progress: Progress | None = None
+    root: str,
+    policy: Policy,
+    *,
+    only: Iterable[str] | None = None,
+    progress: Progress | None = None,
+    plan: Plan | None = None,
 ) -> Snapshot:
-    """Collect every target (and check queue/spool entries) under root."""
-    plan = make_plan(root, policy, only=only)
+    """Collect every target (and check queue/spool entries) under root.
+
+    With a prepared ``plan`` and ``only`` (the daemon), just those paths are looked at:
+    known targets, new entries of recursive directories, and queue/spool entries.
+    """
+    if plan is None:
+        plan = make_plan(root, policy, only=only)
+        targets = list(plan.targets.values())
+        children: list[tuple[str, Target]] = []
+    else:
+        targets, children = scoped_targets(plan, policy, only or ())
     names = scanner.IdNames(root)
     records: dict[str, FileRecord] = {}
     roles: dict[str, Role] = {}
-    warnings = list(plan.warnings)
-    for target in plan.targets.values():
+    warnings = list(plan.warnings) if only is None else []
+    for target in targets:
         rec, warning = collect_target(root, target, names)
         if warning:
             warnings.append(warning)
@@ -152,10 +168,52 @@ def snapshot(
         if progress:
             progress(1)
     child_findings: list[Finding] = []
-    for target in plan.child_dirs:
+    for target in plan.child_dirs if only is None else []:
         if target.path in records and records[target.path].ftype == FileType.DIR:
             child_findings.extend(_check_children(root, target, names, warnings, progress))
+    for path, parent in children:
+        child_findings.extend(_check_child_path(root, path, parent, names, warnings))
     return Snapshot(records, roles, child_findings, warnings, plan)
+
+
+def scoped_targets(
+    plan: Plan, policy: Policy, paths: Iterable[str]
+) -> tuple[list[Target], list[tuple[str, Target]]]:
+    """Which targets and queue entries a set of changed paths touches."""
+    child_tops = {t.path: t for t in plan.child_dirs}
+    targets: dict[str, Target] = {}
+    children: list[tuple[str, Target]] = []
+    for path in sorted(set(paths)):
+        if path in plan.targets:
+            targets[path] = plan.targets[path]
+            continue
+        top = next((a for a in _ancestors(path) if a in child_tops), None)
+        if top is not None:
+            children.append((path, child_tops[top]))
+            continue
+        rule = policy.rule_for(path)
+        if rule is not None and not _ignored(path, rule):
+            targets[path] = Target(path, rule, rule.role)
+    return list(targets.values()), children
+
+
+def _ancestors(path: str) -> Iterable[str]:
+    while path not in ("/", ""):
+        path = path.rsplit("/", 1)[0] or "/"
+        yield path
+
+
+def _check_child_path(
+    root: str, path: str, parent: Target, names: scanner.IdNames, warnings: list[ScanWarning]
+) -> list[Finding]:
+    if parent.rule is None or _ignored(path, parent.rule):
+        return []
+    got = scanner.collect(root, path, names=names, read_content=False)
+    if isinstance(got, ScanWarning):
+        if got.message != scanner.VANISHED:
+            warnings.append(got)
+        return []
+    return check_child(got.record, parent.rule)
 
 
 def collect_target(
@@ -166,8 +224,12 @@ def collect_target(
     analyzer = analyzers.get(rule.analyzer) if rule and rule.analyzer else None
     wants_text = analyzer is not None and role != Role.SECRET
     got = scanner.collect(
-        root, target.path, names=names, read_content=role not in NO_CONTENT,
-        keep_text=wants_text, max_text=MAX_TEXT,
+        root,
+        target.path,
+        names=names,
+        read_content=role not in NO_CONTENT,
+        keep_text=wants_text,
+        max_text=MAX_TEXT,
     )
     if isinstance(got, ScanWarning):
         return None, got
@@ -175,16 +237,23 @@ def collect_target(
     if analyzer is not None and got.text is not None and role != Role.SECRET:
         rec = replace(rec, facts=analyzer.parse(got.text.decode("utf-8", errors="replace")))
     elif analyzer is not None and rec.ftype == FileType.FILE and rec.digest is not None:
-        got = replace(got, warning=got.warning or ScanWarning(
-            target.path, f"larger than {MAX_TEXT} bytes: content not analyzed"))
+        got = replace(
+            got,
+            warning=got.warning
+            or ScanWarning(target.path, f"larger than {MAX_TEXT} bytes: content not analyzed"),
+        )
     return rec, got.warning
 
 
 def _check_children(
-    root: str, target: Target, names: scanner.IdNames, warnings: list[ScanWarning],
+    root: str,
+    target: Target,
+    names: scanner.IdNames,
+    warnings: list[ScanWarning],
     progress: Progress | None,
 ) -> list[Finding]:
-    assert target.rule is not None
+    if target.rule is None:
+        return []
     out: list[Finding] = []
     for item in scanner.walk(root, target.path, max_depth=4):
         if isinstance(item, ScanWarning):
@@ -257,8 +326,9 @@ def init(opts: Options, *, progress: Progress | None = None) -> Report:
         store.replace_baseline(snap.records.values(), {p: str(r) for p, r in snap.roles.items()})
         store.set_meta("root", root)
         store.set_meta("profiles", ",".join(policy.profiles))
-        report = Report(findings=state_findings(snap), warnings=snap.warnings,
-                        scanned=len(snap.records))
+        report = Report(
+            findings=state_findings(snap), warnings=snap.warnings, scanned=len(snap.records)
+        )
         report.header = _header(store, root, policy, "init")
         run = store.begin_run("init", root, policy.profiles, hostname())
         store.track_findings(run, report.findings)
@@ -282,24 +352,36 @@ def _header(store: Store, root: str, policy: Policy, command: str) -> dict[str, 
 
 
 def _summary(report: Report) -> dict[str, object]:
-    return {"added": report.added, "removed": report.removed, "changed": report.changed,
-            "by_severity": report.by_severity(), "scanned": report.scanned}
+    return {
+        "added": report.added,
+        "removed": report.removed,
+        "changed": report.changed,
+        "by_severity": report.by_severity(),
+        "scanned": report.scanned,
+    }
 
 
-def open_baseline(opts: Options) -> tuple[Store, str, Policy, dict[str, FileRecord], dict[str, Role]]:
+def open_baseline(
+    opts: Options,
+) -> tuple[Store, str, Policy, dict[str, FileRecord], dict[str, Role]]:
     """The store, the root and policy it was built with, and its records and roles."""
     store = Store.open(opts.db)
     try:
         baseline, raw_roles = store.load_baseline()
         root = _check_root(opts.root if opts.root != "/" else store.get_meta("root", "/") or "/")
-        names = list(opts.profiles) if opts.profiles != ("auto",) else \
-            (store.get_meta("profiles", "") or "").split(",")
+        names = (
+            list(opts.profiles)
+            if opts.profiles != ("auto",)
+            else (store.get_meta("profiles", "") or "").split(",")
+        )
         policy = resolve_policy(root, [n for n in names if n], opts.profile_dirs)
     except BaseException:
         store.close()
         raise
-    roles = {p: Role(r) if r in Role.__members__.values() else Role.DIRECTORY
-             for p, r in raw_roles.items()}
+    roles = {
+        p: Role(r) if r in Role.__members__.values() else Role.DIRECTORY
+        for p, r in raw_roles.items()
+    }
     return store, root, policy, baseline, roles
 
 
@@ -348,9 +430,10 @@ def diff_report(
     kinds: dict[str, set[str]] = {"added": set(), "removed": set(), "changed": set()}
     for ch in changes:
         kinds[str(ch.kind)].add(ch.path)
+    gone = {ch.path for ch in changes if ch.kind == "removed"}
     return Report(
         findings=_dedupe(findings),
-        warnings=snap.warnings,
+        warnings=[w for w in snap.warnings if w.path not in gone],
         added=len(kinds["added"]),
         removed=len(kinds["removed"]),
         changed=len(kinds["changed"]),
@@ -378,7 +461,11 @@ def update(
         deletes = [p for p in sorted(changed) if p not in snap.records]
         all_roles = {p: str(r) for p, r in {**roles, **snap.roles}.items()}
         count = store.apply_changes(
-            upserts, deletes, all_roles, who=who or _who(), reason=reason,
+            upserts,
+            deletes,
+            all_roles,
+            who=who or _who(),
+            reason=reason,
             before={p: baseline.get(p) for p in changed},
         )
         run = store.begin_run("update", root, policy.profiles, hostname())
@@ -405,8 +492,107 @@ def audit(opts: Options, *, progress: Progress | None = None) -> Report:
     root = _check_root(opts.root)
     policy = resolve_policy(root, opts.profiles, opts.profile_dirs)
     snap = snapshot(root, policy, progress=progress)
-    report = Report(findings=state_findings(snap), warnings=snap.warnings,
-                    scanned=len(snap.records))
-    report.header = {"command": "audit", "root": root, "profiles": list(policy.profiles),
-                     "host": hostname()}
+    report = Report(
+        findings=state_findings(snap), warnings=snap.warnings, scanned=len(snap.records)
+    )
+    report.header = {
+        "command": "audit",
+        "root": root,
+        "profiles": list(policy.profiles),
+        "host": hostname(),
+    }
     return report
+
+
+class Session:
+    """A loaded baseline kept in memory for the daemon: full and path-scoped verifies.
+
+    The store is opened per call (the daemon's worker thread owns it) and the baseline is
+    reloaded when its generation moves (an admin ran ``update``).
+    """
+
+    def __init__(self, opts: Options, *, triage: Triage | None = None) -> None:
+        self.opts = opts
+        self.triage = triage
+        self.generation = -1
+        self.reload()
+
+    def reload(self) -> None:
+        store, self.root, self.policy, self.baseline, self.roles = open_baseline(self.opts)
+        try:
+            self.generation = store.generation
+        finally:
+            store.close()
+        self.plan = make_plan(self.root, self.policy)
+
+    def _stale(self) -> bool:
+        store = Store.open(self.opts.db)
+        try:
+            return store.generation != self.generation
+        finally:
+            store.close()
+
+    def watch_dirs(self) -> tuple[set[str], set[str]]:
+        """(directories to watch flat, directories to watch recursively) as host paths."""
+        flat: set[str] = set()
+        deep: set[str] = set()
+        for target in self.plan.targets.values():
+            rule = target.rule
+            if rule is not None and rule.recursive and rule.pattern == target.path:
+                deep.add(scanner.host_path(self.root, target.path))
+            flat.add(scanner.host_path(self.root, target.path.rsplit("/", 1)[0] or "/"))
+        for target in self.plan.child_dirs:
+            flat.add(scanner.host_path(self.root, target.path))
+        return flat, deep
+
+    def model_path(self, host: str) -> str | None:
+        """A host path from an inotify event -> the path inside the root (None if outside)."""
+        root = self.root.rstrip("/")
+        if not root:
+            return host
+        if host == root:
+            return "/"
+        if host.startswith(root + "/"):
+            return host[len(root):]
+        return None
+
+    def check(
+        self, paths: Iterable[str] | None = None, *, progress: Progress | None = None
+    ) -> tuple[Report, list[Finding], list[dict[str, object]]]:
+        """Verify all (paths None) or some paths; returns (report, new findings, resolved)."""
+        if self._stale():
+            self.reload()
+        if paths is None:
+            self.plan = make_plan(self.root, self.policy)
+            snap = snapshot(self.root, self.policy, progress=progress, plan=None)
+            scope = None
+        else:
+            snap = snapshot(self.root, self.policy, only=paths, plan=self.plan)
+            scope = sorted(set(snap.records) | {t for t in paths if t in self.baseline})
+        report = diff_report(self.baseline, self.roles, snap, self.policy, scope=scope,
+                             triage=self.triage)
+        store = Store.open(self.opts.db)
+        try:
+            report.header = _header(store, self.root, self.policy, "watch")
+            run = store.begin_run("watch" if paths is not None else "watch-full", self.root,
+                                  self.policy.profiles, hostname())
+            track_scope = None if paths is None else sorted(set(paths) | set(snap.records))
+            new, resolved = store.track_findings(run, report.findings, scope=track_scope)
+            store.finish_run(run, _summary(report), report.exit_code())
+        finally:
+            store.close()
+        return report, new, resolved
+
+    def open_findings(self, min_rank: int) -> list[dict[str, object]]:
+        store = Store.open(self.opts.db)
+        try:
+            return store.open_findings(min_rank)
+        finally:
+            store.close()
+
+    def mark_sent(self, keys: Iterable[str]) -> None:
+        store = Store.open(self.opts.db)
+        try:
+            store.mark_sent(keys)
+        finally:
+            store.close()

@@ -26,15 +26,31 @@ F = TypeVar("F", bound=Callable[..., Any])
 def common_options(func: F) -> F:
     """--root, --db, --config, --profile, --format, -q/-v: shared by every command."""
     options = [
-        click.option("--root", type=click.Path(file_okay=False), default=None,
-                     help="Treat DIR as / (chroots, containers, unpacked packages)."),
+        click.option(
+            "--root",
+            type=click.Path(file_okay=False),
+            default=None,
+            help="Treat DIR as / (chroots, containers, unpacked packages).",
+        ),
         click.option("--db", default=None, help="Baseline database (default from config)."),
-        click.option("--config", "config_path", default=None,
-                     help="Config file (default /etc/mail-integrity/config.toml)."),
-        click.option("--profile", "profiles", multiple=True,
-                     help="Profile name, repeatable; 'auto' detects the installed MTA."),
-        click.option("--profile-dir", "profile_dirs", multiple=True,
-                     help="Extra directory of local profiles (overrides shipped ones)."),
+        click.option(
+            "--config",
+            "config_path",
+            default=None,
+            help="Config file (default /etc/mail-integrity/config.toml).",
+        ),
+        click.option(
+            "--profile",
+            "profiles",
+            multiple=True,
+            help="Profile name, repeatable; 'auto' detects the installed MTA.",
+        ),
+        click.option(
+            "--profile-dir",
+            "profile_dirs",
+            multiple=True,
+            help="Extra directory of local profiles (overrides shipped ones).",
+        ),
         click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text"),
         click.option("-v", "--verbose", count=True),
         click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors."),
@@ -128,8 +144,13 @@ def verify(**kw: Any) -> int:
 
 @cli.command()
 @common_options
-@click.option("--accept", "accept", multiple=True, metavar="PATH",
-              help="Path to accept (repeatable), absolute inside the root.")
+@click.option(
+    "--accept",
+    "accept",
+    multiple=True,
+    metavar="PATH",
+    help="Path to accept (repeatable), absolute inside the root.",
+)
 @click.option("--all", "accept_all", is_flag=True, help="Accept every current difference.")
 @click.option("--reason", required=True, help="Why the change is accepted (kept in history).")
 def update(accept: tuple[str, ...], accept_all: bool, reason: str, **kw: Any) -> int:
@@ -185,16 +206,22 @@ def history(limit: int, **kw: Any) -> int:
         return 0
     click.echo("RUNS")
     for r in data["runs"]:
-        click.echo(f"  #{r['id']} {r['started']} {r['command']:<7} exit={r['exit_code']} "
-                   f"{r['summary'] or ''}")
+        click.echo(
+            f"  #{r['id']} {r['started']} {r['command']:<7} exit={r['exit_code']} "
+            f"{r['summary'] or ''}"
+        )
     click.echo("ACCEPTANCES")
     for a in data["acceptances"]:
-        click.echo(f"  {a['at']} {report.safe(a['path'])} by {a['who']} "
-                   f"(generation {a['generation']}): {a['reason']}")
+        click.echo(
+            f"  {a['at']} {report.safe(a['path'])} by {a['who']} "
+            f"(generation {a['generation']}): {a['reason']}"
+        )
     click.echo("FINDINGS")
     for f in data["findings"]:
-        click.echo(f"  {f['last_seen']} {f['status']:<8} {f['severity']:<8} "
-                   f"{report.safe(f['path'])}: {f['message']} [{f['rule']}]")
+        click.echo(
+            f"  {f['last_seen']} {f['status']:<8} {f['severity']:<8} "
+            f"{report.safe(f['path'])}: {f['message']} [{f['rule']}]"
+        )
     return 0
 
 
@@ -211,17 +238,19 @@ def profiles(name: str | None, **kw: Any) -> int:
     opts, _ = build(kw)
     dirs = policy.profile_dirs(list(opts.profile_dirs))
     found = policy.available(dirs)
-    detected = set(policy.detect(api.os.path.abspath(opts.root), dirs=dirs))
+    detected = set(policy.detect(os.path.abspath(opts.root), dirs=dirs))
     if name:
         if name not in found:
             raise UsageError(f"no profile named {name!r}; known: {', '.join(sorted(found))}")
         pol = policy.load([name], dirs=dirs)
         for rule in pol.rules:
             exp = rule.expect
-            click.echo(f"{rule.pattern:<48} {rule.role:<9} "
-                       f"{'/'.join(exp.owner) or '*'}:{'/'.join(exp.group) or '*'} "
-                       f"{'/'.join(policy.format_mode(m) for m in exp.mode) or '*'}"
-                       f"{' [' + rule.analyzer + ']' if rule.analyzer else ''}")
+            click.echo(
+                f"{rule.pattern:<48} {rule.role:<9} "
+                f"{'/'.join(exp.owner) or '*'}:{'/'.join(exp.group) or '*'} "
+                f"{'/'.join(policy.format_mode(m) for m in exp.mode) or '*'}"
+                f"{' [' + rule.analyzer + ']' if rule.analyzer else ''}"
+            )
         return 0
     for pname, path in sorted(found.items()):
         mark = "detected" if pname in detected else ""
@@ -243,8 +272,12 @@ def demo(keep: bool) -> int:
 
 @cli.command()
 @common_options
-@click.option("--syslog", "syslog_url", default=None,
-              help="udp://H:P, tcp://H:P or tls://H:P (default from config).")
+@click.option(
+    "--syslog",
+    "syslog_url",
+    default=None,
+    help="udp://H:P, tcp://H:P or tls://H:P (default from config).",
+)
 @click.option("--once", is_flag=True, hidden=True, help="Start, verify, and stop (tests).")
 def watch(syslog_url: str | None, once: bool, **kw: Any) -> int:
     """Real-time monitoring daemon: inotify events -> findings -> remote syslog.
@@ -276,4 +309,3 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     return rv if isinstance(rv, int) else 0
-

@@ -58,7 +58,7 @@ def _section(path: str, name: str, data: dict[str, Any], cls: type) -> Any:
         want = {"str": (str,), "float": (int, float), "bool": (bool,)}.get(expected, (object,))
         if not isinstance(value, want) or (isinstance(value, bool) and expected == "float"):
             raise ConfigError(f"{path}: [{name}] {key} must be a {expected}, not {value!r}")
-        values[key] = float(value) if expected == "float" else value
+        values[key] = float(value) if expected == "float" else value  # type: ignore[arg-type]
     return cls(**values)
 
 
@@ -83,8 +83,10 @@ def load_config(path: str | None) -> Config:
     for key, value in data.items():
         if key in ("db", "root", "public_key") and isinstance(value, str):
             top[key] = value
-        elif key in ("profiles", "profile_dirs") and isinstance(value, list) and all(
-            isinstance(v, str) for v in value
+        elif (
+            key in ("profiles", "profile_dirs")
+            and isinstance(value, list)
+            and all(isinstance(v, str) for v in value)
         ):
             top[key] = tuple(value)
         else:

@@ -107,17 +107,29 @@ def build_sandbox(base: Path) -> tuple[Path, Path]:
 
 
 TAMPERS: list[tuple[str, Callable[[Path], None]]] = [
-    ("a decode alias that pipes mail into uudecode",
-     lambda r: _append(r / "etc/mail/aliases", 'decode: "|/usr/bin/uudecode"\n')),
+    (
+        "a decode alias that pipes mail into uudecode",
+        lambda r: _append(r / "etc/mail/aliases", 'decode: "|/usr/bin/uudecode"\n'),
+    ),
     ("the aliases file made group-writable", lambda r: os.chmod(r / "etc/mail/aliases", 0o664)),
-    ("set-group-ID bit on the sendmail binary",
-     lambda r: os.chmod(r / "usr/sbin/sendmail", 0o2755)),
-    ("PrivacyOptions weakened to 'public' in sendmail.cf",
-     lambda r: _rewrite(r / "etc/mail/sendmail.cf", "goaway,restrictmailq,restrictqrun", "public")),
-    ("the SMTP AUTH secret made world-readable",
-     lambda r: os.chmod(r / "etc/mail/authinfo", 0o644)),
-    ("a queue file readable by everyone",
-     lambda r: os.chmod(r / "var/spool/mqueue/qfA1B2C3", 0o644)),
+    (
+        "set-group-ID bit on the sendmail binary",
+        lambda r: os.chmod(r / "usr/sbin/sendmail", 0o2755),
+    ),
+    (
+        "PrivacyOptions weakened to 'public' in sendmail.cf",
+        lambda r: _rewrite(
+            r / "etc/mail/sendmail.cf", "goaway,restrictmailq,restrictqrun", "public"
+        ),
+    ),
+    (
+        "the SMTP AUTH secret made world-readable",
+        lambda r: os.chmod(r / "etc/mail/authinfo", 0o644),
+    ),
+    (
+        "a queue file readable by everyone",
+        lambda r: os.chmod(r / "var/spool/mqueue/qfA1B2C3", 0o644),
+    ),
 ]
 
 
@@ -136,14 +148,17 @@ def run(*, keep: bool = False, echo: Callable[[str], None] = print) -> int:
     base = Path(tempfile.mkdtemp(prefix="mail-integrity-demo-"))
     try:
         root, profiles = build_sandbox(base)
-        opts = api.Options(root=str(root), db=str(base / "baseline.db"), profiles=("demo",),
-                           profile_dirs=(str(profiles),))
+        opts = api.Options(
+            root=str(root),
+            db=str(base / "baseline.db"),
+            profiles=("demo",),
+            profile_dirs=(str(profiles),),
+        )
         echo(f"sandbox mail host: {root}")
         rep = api.init(opts)
         echo(f"1. init: baseline of {rep.scanned} paths, {len(rep.findings)} finding(s)")
         clean = api.verify(opts)
-        echo(f"2. verify right away: exit {clean.exit_code()}, "
-             f"{len(clean.findings)} finding(s)")
+        echo(f"2. verify right away: exit {clean.exit_code()}, {len(clean.findings)} finding(s)")
         echo("3. tampering:")
         for what, apply in TAMPERS:
             apply(root)
@@ -158,4 +173,3 @@ def run(*, keep: bool = False, echo: Callable[[str], None] = print) -> int:
     finally:
         if not keep:
             shutil.rmtree(base, ignore_errors=True)
-

@@ -60,40 +60,69 @@ def check_state(rec: FileRecord, rule: Rule | None, role: Role) -> list[Finding]
     if allowed is not None and not extra and rec.mode not in expect.mode and rec.ftype != "symlink":
         want = " or ".join(fmt(m) for m in expect.mode)
         out.append(
-            Finding(rec.path, "MI-EXPECT-MODE", Severity.LOW,
-                    f"mode {fmt(rec.mode)} is tighter than the expected {want}", "mode",
-                    want, fmt(rec.mode))
+            Finding(
+                rec.path,
+                "MI-EXPECT-MODE",
+                Severity.LOW,
+                f"mode {fmt(rec.mode)} is tighter than the expected {want}",
+                "mode",
+                want,
+                fmt(rec.mode),
+            )
         )
     out.extend(_owner_state(rec, expect, role))
     if rec.caps:
         out.append(
-            Finding(rec.path, "MI-EXPECT-CAPABILITY", Severity.HIGH,
-                    f"carries file capabilities {rec.caps}: it gains privileges when run",
-                    "caps", None, rec.caps, fix=f"setcap -r {rec.path}")
+            Finding(
+                rec.path,
+                "MI-EXPECT-CAPABILITY",
+                Severity.HIGH,
+                f"carries file capabilities {rec.caps}: it gains privileges when run",
+                "caps",
+                None,
+                rec.caps,
+                fix=f"setcap -r {rec.path}",
+            )
         )
     out.extend(_acl_state(rec, role))
     return out
 
 
 def _owner_state(rec: FileRecord, expect: Expect, role: Role) -> list[Finding]:
-    out = []
+    out: list[Finding] = []
     if rec.ftype == FileType.SYMLINK:
         return out
     if expect.owner and (rec.owner or str(rec.uid)) not in expect.owner:
-        sev = Severity.CRITICAL if "root" in expect.owner and role in TRUSTED_ROLES else Severity.HIGH
+        sev = (
+            Severity.CRITICAL if "root" in expect.owner and role in TRUSTED_ROLES else Severity.HIGH
+        )
         out.append(
-            Finding(rec.path, "MI-EXPECT-OWNER", sev,
-                    f"owned by {_who(rec)}, expected {' or '.join(expect.owner)}", "owner",
-                    "/".join(expect.owner), _who(rec),
-                    fix=f"chown {expect.owner[0]} {rec.path}")
+            Finding(
+                rec.path,
+                "MI-EXPECT-OWNER",
+                sev,
+                f"owned by {_who(rec)}, expected {' or '.join(expect.owner)}",
+                "owner",
+                "/".join(expect.owner),
+                _who(rec),
+                fix=f"chown {expect.owner[0]} {rec.path}",
+            )
         )
     if expect.group and (rec.group or str(rec.gid)) not in expect.group:
-        risky = rec.mode & (stat.S_IWGRP | stat.S_ISGID) or (role == Role.SECRET and rec.mode & 0o040)
+        risky = rec.mode & (stat.S_IWGRP | stat.S_ISGID) or (
+            role == Role.SECRET and rec.mode & 0o040
+        )
         out.append(
-            Finding(rec.path, "MI-EXPECT-GROUP", Severity.HIGH if risky else Severity.MEDIUM,
-                    f"group is {_who(rec, False)}, expected {' or '.join(expect.group)}",
-                    "group", "/".join(expect.group), _who(rec, False),
-                    fix=f"chgrp {expect.group[0]} {rec.path}")
+            Finding(
+                rec.path,
+                "MI-EXPECT-GROUP",
+                Severity.HIGH if risky else Severity.MEDIUM,
+                f"group is {_who(rec, False)}, expected {' or '.join(expect.group)}",
+                "group",
+                "/".join(expect.group),
+                _who(rec, False),
+                fix=f"chgrp {expect.group[0]} {rec.path}",
+            )
         )
     return out
 
@@ -115,9 +144,16 @@ def _acl_state(rec: FileRecord, role: Role) -> list[Finding]:
     if not writers or role not in TRUSTED_ROLES | {Role.QUEUE}:
         return []
     return [
-        Finding(rec.path, "MI-EXPECT-ACL-WRITE", Severity.HIGH,
-                f"ACL lets {', '.join(sorted(writers))} modify it", "acl", None, rec.acl,
-                fix=f"setfacl -b {rec.path}")
+        Finding(
+            rec.path,
+            "MI-EXPECT-ACL-WRITE",
+            Severity.HIGH,
+            f"ACL lets {', '.join(sorted(writers))} modify it",
+            "acl",
+            None,
+            rec.acl,
+            fix=f"setfacl -b {rec.path}",
+        )
     ]
 
 
@@ -125,33 +161,77 @@ def check_child(rec: FileRecord, parent: Rule) -> list[Finding]:
     """A queue or mailbox entry: permissions only, never content (mail at rest is private)."""
     expect = parent.children or Expect()
     out: list[Finding] = []
-    if parent.role == Role.SPOOL and (rec.ftype == FileType.SYMLINK or
-                                      (rec.ftype == FileType.FILE and rec.nlink > 1)):
+    if parent.role == Role.SPOOL and (
+        rec.ftype == FileType.SYMLINK or (rec.ftype == FileType.FILE and rec.nlink > 1)
+    ):
         what = "a symlink" if rec.ftype == FileType.SYMLINK else f"hard-linked ({rec.nlink} links)"
-        return [Finding(rec.path, "MI-SPOOL-LINK", Severity.CRITICAL,
-                        f"mailbox is {what}: mail can be redirected into another file",
-                        "ftype", None, str(rec.ftype), fix=f"remove {rec.path} and investigate")]
+        return [
+            Finding(
+                rec.path,
+                "MI-SPOOL-LINK",
+                Severity.CRITICAL,
+                f"mailbox is {what}: mail can be redirected into another file",
+                "ftype",
+                None,
+                str(rec.ftype),
+                fix=f"remove {rec.path} and investigate",
+            )
+        ]
     if expect.types and str(rec.ftype) not in expect.types:
-        out.append(Finding(rec.path, "MI-QUEUE-ODD-ENTRY", Severity.HIGH,
-                           f"unexpected {rec.ftype} in a mail directory", "ftype", None,
-                           str(rec.ftype)))
+        out.append(
+            Finding(
+                rec.path,
+                "MI-QUEUE-ODD-ENTRY",
+                Severity.HIGH,
+                f"unexpected {rec.ftype} in a mail directory",
+                "ftype",
+                None,
+                str(rec.ftype),
+            )
+        )
     bad = rec.mode & (expect.deny | (S_SETID if rec.ftype != FileType.DIR else 0))
     if rec.ftype != FileType.SYMLINK and bad:
         sev = Severity.CRITICAL if bad & S_SETID else Severity.HIGH
         kind = "queue file" if parent.role == Role.QUEUE else "mailbox"
-        out.append(Finding(rec.path, "MI-QUEUE-FILE-EXPOSED", sev,
-                           f"{kind} mode {fmt(rec.mode)} grants {fmt(bad)}: private mail is exposed",
-                           "mode", None, fmt(rec.mode), fix=f"chmod {fmt(rec.mode & ~bad)} {rec.path}"))
+        out.append(
+            Finding(
+                rec.path,
+                "MI-QUEUE-FILE-EXPOSED",
+                sev,
+                f"{kind} mode {fmt(rec.mode)} grants {fmt(bad)}: private mail is exposed",
+                "mode",
+                None,
+                fmt(rec.mode),
+                fix=f"chmod {fmt(rec.mode & ~bad)} {rec.path}",
+            )
+        )
     if expect.owner and (rec.owner or str(rec.uid)) not in expect.owner:
-        out.append(Finding(rec.path, "MI-QUEUE-FILE-OWNER", Severity.HIGH,
-                           f"owned by {_who(rec)}, expected {' or '.join(expect.owner)}",
-                           "owner", "/".join(expect.owner), _who(rec)))
+        out.append(
+            Finding(
+                rec.path,
+                "MI-QUEUE-FILE-OWNER",
+                Severity.HIGH,
+                f"owned by {_who(rec)}, expected {' or '.join(expect.owner)}",
+                "owner",
+                "/".join(expect.owner),
+                _who(rec),
+            )
+        )
     if parent.role == Role.SPOOL and rec.ftype == FileType.FILE:
         name = rec.path.rsplit("/", 1)[-1]
         if rec.owner and rec.owner != name and rec.uid != 0:
-            out.append(Finding(rec.path, "MI-SPOOL-OWNER-MISMATCH", Severity.HIGH,
-                               f"mailbox of {name!r} is owned by {_who(rec)}", "owner", name,
-                               _who(rec), fix=f"chown {name} {rec.path}"))
+            out.append(
+                Finding(
+                    rec.path,
+                    "MI-SPOOL-OWNER-MISMATCH",
+                    Severity.HIGH,
+                    f"mailbox of {name!r} is owned by {_who(rec)}",
+                    "owner",
+                    name,
+                    _who(rec),
+                    fix=f"chown {name} {rec.path}",
+                )
+            )
     return out
 
 
@@ -163,9 +243,18 @@ def check_parent(rec: FileRecord) -> list[Finding]:
     if not writable or is_sticky_dir(rec) or (writable == stat.S_IWGRP and rec.gid == 0):
         return []
     sev = Severity.CRITICAL if writable & stat.S_IWOTH else Severity.HIGH
-    return [Finding(rec.path, "MI-PARENT-WRITABLE", sev,
-                    f"directory mode {fmt(rec.mode)} lets others replace the mail files below it",
-                    "mode", None, fmt(rec.mode), fix=f"chmod go-w {rec.path}")]
+    return [
+        Finding(
+            rec.path,
+            "MI-PARENT-WRITABLE",
+            sev,
+            f"directory mode {fmt(rec.mode)} lets others replace the mail files below it",
+            "mode",
+            None,
+            fmt(rec.mode),
+            fix=f"chmod go-w {rec.path}",
+        )
+    ]
 
 
 # -- change judgement -----------------------------------------------------------------
@@ -185,7 +274,8 @@ def judge(
     for ch in changes:
         by_path[ch.path].append(ch)
     content_changed = {
-        p for p, chs in by_path.items()
+        p
+        for p, chs in by_path.items()
         if any(c.attribute == "digest" or c.kind != ChangeKind.CHANGED for c in chs)
     }
     out: list[Finding] = []
@@ -205,9 +295,18 @@ def judge(
 
 def _added(rec: FileRecord, rule: Rule | None, role: Role) -> list[Finding]:
     where = rec.path.rsplit("/", 1)[0] or "/"
-    out = [Finding(rec.path, "MI-FILE-ADDED", Severity.MEDIUM,
-                   f"new {rec.ftype} in monitored {where}", "", None, str(rec.ftype),
-                   fix=f"mail-integrity update --accept {rec.path} --reason '...' if intended")]
+    out = [
+        Finding(
+            rec.path,
+            "MI-FILE-ADDED",
+            Severity.MEDIUM,
+            f"new {rec.ftype} in monitored {where}",
+            "",
+            None,
+            str(rec.ftype),
+            fix=f"mail-integrity update --accept {rec.path} --reason '...' if intended",
+        )
+    ]
     out.extend(check_state(rec, rule, role))
     out.extend(assess_facts(rec, rule))
     return out
@@ -215,8 +314,15 @@ def _added(rec: FileRecord, rule: Rule | None, role: Role) -> list[Finding]:
 
 def _removed(rec: FileRecord, role: Role) -> Finding:
     sev = Severity.LOW if role == Role.VOLATILE else Severity.HIGH
-    return Finding(rec.path, "MI-FILE-REMOVED", sev, f"monitored {rec.ftype} was removed",
-                   "", str(rec.ftype), None)
+    return Finding(
+        rec.path,
+        "MI-FILE-REMOVED",
+        sev,
+        f"monitored {rec.ftype} was removed",
+        "",
+        str(rec.ftype),
+        None,
+    )
 
 
 def assess_facts(rec: FileRecord, rule: Rule | None) -> list[Finding]:
@@ -229,8 +335,15 @@ def assess_facts(rec: FileRecord, rule: Rule | None) -> list[Finding]:
 class _Ctx:
     __slots__ = ("content_changed", "new", "old", "role", "rule", "triage")
 
-    def __init__(self, old: FileRecord, new: FileRecord, rule: Rule | None, role: Role,
-                 content_changed: set[str], triage: Triage | None) -> None:
+    def __init__(
+        self,
+        old: FileRecord,
+        new: FileRecord,
+        rule: Rule | None,
+        role: Role,
+        content_changed: set[str],
+        triage: Triage | None,
+    ) -> None:
         self.old, self.new, self.rule, self.role = old, new, rule, role
         self.content_changed, self.triage = content_changed, triage
 
@@ -247,29 +360,55 @@ def _changed(ctx: _Ctx, by_attr: dict[str, Change]) -> list[Finding]:
     if "gid" in by_attr:
         out.append(_group_changed(old, new, ctx.role))
     if "link_target" in by_attr:
-        out.append(Finding(new.path, "MI-LINK-TARGET-CHANGED", Severity.HIGH,
-                           f"symlink now points to {new.link_target} instead of {old.link_target}",
-                           "link_target", old.link_target, new.link_target))
+        out.append(
+            Finding(
+                new.path,
+                "MI-LINK-TARGET-CHANGED",
+                Severity.HIGH,
+                f"symlink now points to {new.link_target} instead of {old.link_target}",
+                "link_target",
+                old.link_target,
+                new.link_target,
+            )
+        )
     out.extend(_extended_changed(old, new, by_attr, ctx.role))
     if "digest" in by_attr or "facts" in by_attr:
         out.extend(_content_changed(ctx))
     if not out:
         attrs = sorted(a for a in by_attr if a in METADATA)
         if attrs:
-            out.append(Finding(new.path, "MI-METADATA-CHANGED", Severity.LOW,
-                               f"metadata only ({', '.join(attrs)}); content and permissions "
-                               "are unchanged", ",".join(attrs)))
+            out.append(
+                Finding(
+                    new.path,
+                    "MI-METADATA-CHANGED",
+                    Severity.LOW,
+                    f"metadata only ({', '.join(attrs)}); content and permissions are unchanged",
+                    ",".join(attrs),
+                )
+            )
     return out
 
 
 def _type_changed(old: FileRecord, new: FileRecord) -> Finding:
     if new.ftype == FileType.SYMLINK:
-        return Finding(new.path, "MI-FILE-REPLACED-BY-SYMLINK", Severity.HIGH,
-                       f"{old.ftype} was replaced by a symlink to {new.link_target}", "ftype",
-                       str(old.ftype), str(new.ftype))
-    return Finding(new.path, "MI-TYPE-CHANGED", Severity.HIGH,
-                   f"{old.ftype} was replaced by a {new.ftype}", "ftype", str(old.ftype),
-                   str(new.ftype))
+        return Finding(
+            new.path,
+            "MI-FILE-REPLACED-BY-SYMLINK",
+            Severity.HIGH,
+            f"{old.ftype} was replaced by a symlink to {new.link_target}",
+            "ftype",
+            str(old.ftype),
+            str(new.ftype),
+        )
+    return Finding(
+        new.path,
+        "MI-TYPE-CHANGED",
+        Severity.HIGH,
+        f"{old.ftype} was replaced by a {new.ftype}",
+        "ftype",
+        str(old.ftype),
+        str(new.ftype),
+    )
 
 
 def _mode_changed(old: FileRecord, new: FileRecord, role: Role) -> list[Finding]:
@@ -278,26 +417,47 @@ def _mode_changed(old: FileRecord, new: FileRecord, role: Role) -> list[Finding]
         found = grant_findings(new, role, granted, change=True, before=old.mode)
         if found:
             return found
-    return [Finding(new.path, "MI-PERM-TIGHTENED", Severity.LOW,
-                    f"permissions tightened ({fmt(old.mode)} -> {fmt(new.mode)})", "mode",
-                    fmt(old.mode), fmt(new.mode))]
+    return [
+        Finding(
+            new.path,
+            "MI-PERM-TIGHTENED",
+            Severity.LOW,
+            f"permissions tightened ({fmt(old.mode)} -> {fmt(new.mode)})",
+            "mode",
+            fmt(old.mode),
+            fmt(new.mode),
+        )
+    ]
 
 
 def _owner_changed(old: FileRecord, new: FileRecord, role: Role) -> Finding:
     off_root = old.uid == 0 and new.uid != 0 and role in TRUSTED_ROLES
     sev = Severity.CRITICAL if off_root else Severity.HIGH
     why = ": its new owner can rewrite it" if off_root else ""
-    return Finding(new.path, "MI-OWNER-CHANGED", sev,
-                   f"owner changed from {_who(old)} to {_who(new)}{why}", "owner",
-                   _who(old), _who(new), fix=f"chown {old.owner or old.uid} {new.path}")
+    return Finding(
+        new.path,
+        "MI-OWNER-CHANGED",
+        sev,
+        f"owner changed from {_who(old)} to {_who(new)}{why}",
+        "owner",
+        _who(old),
+        _who(new),
+        fix=f"chown {old.owner or old.uid} {new.path}",
+    )
 
 
 def _group_changed(old: FileRecord, new: FileRecord, role: Role) -> Finding:
     risky = new.mode & (stat.S_IWGRP | stat.S_ISGID) or (role == Role.SECRET and new.mode & 0o040)
-    return Finding(new.path, "MI-GROUP-CHANGED", Severity.HIGH if risky else Severity.MEDIUM,
-                   f"group changed from {_who(old, False)} to {_who(new, False)}", "group",
-                   _who(old, False), _who(new, False),
-                   fix=f"chgrp {old.group or old.gid} {new.path}")
+    return Finding(
+        new.path,
+        "MI-GROUP-CHANGED",
+        Severity.HIGH if risky else Severity.MEDIUM,
+        f"group changed from {_who(old, False)} to {_who(new, False)}",
+        "group",
+        _who(old, False),
+        _who(new, False),
+        fix=f"chgrp {old.group or old.gid} {new.path}",
+    )
 
 
 def _extended_changed(
@@ -306,34 +466,96 @@ def _extended_changed(
     out = []
     if "caps" in by_attr:
         if new.caps:
-            out.append(Finding(new.path, "MI-CAPABILITY-ADDED", Severity.CRITICAL,
-                               f"file capabilities now {new.caps}: it gains privileges when run",
-                               "caps", old.caps, new.caps, fix=f"setcap -r {new.path}"))
+            out.append(
+                Finding(
+                    new.path,
+                    "MI-CAPABILITY-ADDED",
+                    Severity.CRITICAL,
+                    f"file capabilities now {new.caps}: it gains privileges when run",
+                    "caps",
+                    old.caps,
+                    new.caps,
+                    fix=f"setcap -r {new.path}",
+                )
+            )
         else:
-            out.append(Finding(new.path, "MI-CAPABILITY-REMOVED", Severity.LOW,
-                               "file capabilities removed", "caps", old.caps, None))
+            out.append(
+                Finding(
+                    new.path,
+                    "MI-CAPABILITY-REMOVED",
+                    Severity.LOW,
+                    "file capabilities removed",
+                    "caps",
+                    old.caps,
+                    None,
+                )
+            )
     if "acl" in by_attr:
         writers = acl_write_entries(new.acl) - acl_write_entries(old.acl)
         if writers:
             sev = Severity.CRITICAL if role == Role.BINARY else Severity.HIGH
-            out.append(Finding(new.path, "MI-ACL-WRITE-ADDED", sev,
-                               f"ACL now lets {', '.join(sorted(writers))} modify it", "acl",
-                               old.acl, new.acl, fix=f"setfacl -b {new.path}"))
+            out.append(
+                Finding(
+                    new.path,
+                    "MI-ACL-WRITE-ADDED",
+                    sev,
+                    f"ACL now lets {', '.join(sorted(writers))} modify it",
+                    "acl",
+                    old.acl,
+                    new.acl,
+                    fix=f"setfacl -b {new.path}",
+                )
+            )
         else:
-            out.append(Finding(new.path, "MI-ACL-CHANGED", Severity.MEDIUM, "ACL changed",
-                               "acl", old.acl, new.acl))
+            out.append(
+                Finding(
+                    new.path,
+                    "MI-ACL-CHANGED",
+                    Severity.MEDIUM,
+                    "ACL changed",
+                    "acl",
+                    old.acl,
+                    new.acl,
+                )
+            )
     if "selinux" in by_attr:
-        out.append(Finding(new.path, "MI-SELINUX-CHANGED", Severity.MEDIUM,
-                           "SELinux label changed", "selinux", old.selinux, new.selinux))
+        out.append(
+            Finding(
+                new.path,
+                "MI-SELINUX-CHANGED",
+                Severity.MEDIUM,
+                "SELinux label changed",
+                "selinux",
+                old.selinux,
+                new.selinux,
+            )
+        )
     if "flags" in by_attr:
         lost = old.flags - new.flags
         sev = Severity.MEDIUM if lost else Severity.LOW
-        out.append(Finding(new.path, "MI-FLAGS-CHANGED", sev,
-                           f"file flags changed ({'lost ' + ','.join(sorted(lost)) if lost else 'added'})",
-                           "flags", sorted(old.flags), sorted(new.flags)))
+        out.append(
+            Finding(
+                new.path,
+                "MI-FLAGS-CHANGED",
+                sev,
+                f"file flags changed ({'lost ' + ','.join(sorted(lost)) if lost else 'added'})",
+                "flags",
+                sorted(old.flags),
+                sorted(new.flags),
+            )
+        )
     if "xattrs" in by_attr:
-        out.append(Finding(new.path, "MI-XATTR-CHANGED", Severity.MEDIUM,
-                           "extended attributes changed", "xattrs", None, None))
+        out.append(
+            Finding(
+                new.path,
+                "MI-XATTR-CHANGED",
+                Severity.MEDIUM,
+                "extended attributes changed",
+                "xattrs",
+                None,
+                None,
+            )
+        )
     return out
 
 
@@ -342,37 +564,102 @@ def _content_changed(ctx: _Ctx) -> list[Finding]:
     if ctx.triage is not None and old.digest != new.digest:
         reason = ctx.triage(new)
         if reason:
-            return [Finding(new.path, "MI-PACKAGE-UPGRADE", Severity.INFO, reason, "content",
-                            old.digest, new.digest)]
+            return [
+                Finding(
+                    new.path,
+                    "MI-PACKAGE-UPGRADE",
+                    Severity.INFO,
+                    reason,
+                    "content",
+                    old.digest,
+                    new.digest,
+                )
+            ]
     if role == Role.SECRET:
-        return [Finding(new.path, "MI-SECRET-CHANGED", Severity.MEDIUM,
-                        "secret content changed (content not shown)", "content")]
+        return [
+            Finding(
+                new.path,
+                "MI-SECRET-CHANGED",
+                Severity.MEDIUM,
+                "secret content changed (content not shown)",
+                "content",
+            )
+        ]
     if role == Role.BINARY:
         if (old.mode | new.mode) & S_SETID:
-            return [Finding(new.path, "MI-SETID-BINARY-REPLACED", Severity.CRITICAL,
-                            "set-id binary replaced: not explained by any package", "content",
-                            old.digest, new.digest)]
-        return [Finding(new.path, "MI-BINARY-CHANGED", Severity.HIGH,
-                        "binary content changed", "content", old.digest, new.digest)]
+            return [
+                Finding(
+                    new.path,
+                    "MI-SETID-BINARY-REPLACED",
+                    Severity.CRITICAL,
+                    "set-id binary replaced: not explained by any package",
+                    "content",
+                    old.digest,
+                    new.digest,
+                )
+            ]
+        return [
+            Finding(
+                new.path,
+                "MI-BINARY-CHANGED",
+                Severity.HIGH,
+                "binary content changed",
+                "content",
+                old.digest,
+                new.digest,
+            )
+        ]
     source = rule.source if rule else None
     if role == Role.MAP:
         if source and source in ctx.content_changed:
-            return [Finding(new.path, "MI-MAP-REBUILT", Severity.INFO,
-                            f"map rebuilt after its source {source} changed", "content",
-                            old.digest, new.digest)]
-        return [Finding(new.path, "MI-MAP-CHANGED-WITHOUT-SOURCE", Severity.HIGH,
-                        "map changed while its source did not: edited directly?", "content",
-                        old.digest, new.digest)]
+            return [
+                Finding(
+                    new.path,
+                    "MI-MAP-REBUILT",
+                    Severity.INFO,
+                    f"map rebuilt after its source {source} changed",
+                    "content",
+                    old.digest,
+                    new.digest,
+                )
+            ]
+        return [
+            Finding(
+                new.path,
+                "MI-MAP-CHANGED-WITHOUT-SOURCE",
+                Severity.HIGH,
+                "map changed while its source did not: edited directly?",
+                "content",
+                old.digest,
+                new.digest,
+            )
+        ]
     meaning = _meaning(old, new, rule)
     if role == Role.GENERATED and source and source not in ctx.content_changed:
-        meaning.append(Finding(new.path, "MI-GENERATED-HAND-EDITED", Severity.MEDIUM,
-                               f"generated file changed while {source} did not: hand-edited?",
-                               "content", old.digest, new.digest))
+        meaning.append(
+            Finding(
+                new.path,
+                "MI-GENERATED-HAND-EDITED",
+                Severity.MEDIUM,
+                f"generated file changed while {source} did not: hand-edited?",
+                "content",
+                old.digest,
+                new.digest,
+            )
+        )
     if meaning:
         return meaning
-    return [Finding(new.path, "MI-CONTENT-CHANGED", Severity.MEDIUM,
-                    "content changed with no risky meaning found", "content", old.digest,
-                    new.digest)]
+    return [
+        Finding(
+            new.path,
+            "MI-CONTENT-CHANGED",
+            Severity.MEDIUM,
+            "content changed with no risky meaning found",
+            "content",
+            old.digest,
+            new.digest,
+        )
+    ]
 
 
 def _meaning(old: FileRecord, new: FileRecord, rule: Rule | None) -> list[Finding]:

@@ -1,0 +1,337 @@
+"""``mail-integrity watch``: inotify events -> dirty paths -> verify -> remote syslog.
+
+Threads: watchdog's observer (handlers only mark paths dirty: an exception there would
+kill its dispatcher), one worker (debounce, verify, emit), the syslog sender, and the
+main thread (sd_notify, heartbeats, re-alerts, signals). Never blind: a full verify at
+start and every ``full_verify_interval``, and at once when inotify overflows; any thread
+dying ends the process so systemd restarts it rather than leaving a deaf daemon.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterable
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+import structlog
+from watchdog.events import (
+    DirCreatedEvent,
+    DirDeletedEvent,
+    DirModifiedEvent,
+    DirMovedEvent,
+    FileAttribEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
+from watchdog.observers import Observer
+
+from integrity import api, emit, sdnotify
+from integrity.config import Config
+from integrity.model import Finding, Report, Severity
+from integrity.syslog import SyslogSender, facility_code
+
+log = structlog.get_logger("mail-integrity.watch")
+
+#: what we listen for: no opened/closed-no-write, so our own reads do not wake us
+EVENT_FILTER = [
+    FileCreatedEvent, FileDeletedEvent, FileModifiedEvent, FileMovedEvent, FileAttribEvent,
+    FileClosedEvent, DirCreatedEvent, DirDeletedEvent, DirModifiedEvent, DirMovedEvent,
+]  # fmt: skip
+try:
+    from watchdog.events import DirAttribEvent
+
+    EVENT_FILTER.append(DirAttribEvent)
+except ImportError:  # pragma: no cover - watchdog < 7
+    pass
+
+MAX_DIRTY = 100_000  # beyond this many pending paths, a full verify is cheaper and bounded
+
+
+class DirtySet:
+    """Paths touched since the worker last looked; bounded, thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._paths: set[str] = set()
+        self._full = False
+        self.wake = threading.Event()
+
+    def add(self, *paths: str) -> None:
+        with self._lock:
+            if len(self._paths) < MAX_DIRTY:
+                self._paths.update(paths)
+            else:
+                self._full = True
+        self.wake.set()
+
+    def request_full(self) -> None:
+        with self._lock:
+            self._full = True
+        self.wake.set()
+
+    def take(self) -> tuple[set[str], bool]:
+        with self._lock:
+            paths, full = self._paths, self._full
+            self._paths, self._full = set(), False
+            self.wake.clear()
+        return paths, full
+
+
+class Handler(FileSystemEventHandler):
+    """Runs on watchdog's dispatcher thread: only records paths, can never raise."""
+
+    def __init__(self, dirty: DirtySet) -> None:
+        self.dirty = dirty
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        try:
+            paths = [os.fsdecode(event.src_path)]
+            dest = getattr(event, "dest_path", "")
+            if dest:
+                paths.append(os.fsdecode(dest))
+            self.dirty.add(*paths)
+        except Exception:  # a dead dispatcher thread would mean a deaf daemon
+            self.dirty.request_full()
+
+
+class Watcher:
+    """The daemon's state and loops."""
+
+    def __init__(self, opts: api.Options, cfg: Config, sender: SyslogSender | None) -> None:
+        self.cfg = cfg
+        self.session = api.Session(opts)
+        self.sender = sender
+        self.host = api.hostname()
+        self.dirty = DirtySet()
+        self.stop = threading.Event()
+        self.fatal: BaseException | None = None
+        self.observer: Any = None
+        self.worker: threading.Thread | None = None
+        self.last_full = 0.0
+        self.watched = 0
+
+    # -- emitting --
+
+    def send(self, event: tuple[str, str, dict[str, str], dict[str, Any]]) -> None:
+        if self.sender is not None:
+            self.sender.send(*event)
+
+    def publish(self, report: Report, new: list[Finding], resolved: list[dict[str, Any]]) -> None:
+        for f in new:
+            f2 = f if f.fix else Finding(
+                f.path, f.rule, f.severity, f.message, f.attribute, f.before, f.after,
+                fix=f"if intended: mail-integrity update --accept {f.path} --reason '...'")
+            self.send(emit.finding_event(f2, host=self.host))
+            log.warning("finding", path=f.path, rule=f.rule, severity=str(f.severity),
+                        message=f.message)
+        for row in resolved:
+            f = _row_finding(row)
+            self.send(emit.resolved_event(f, host=self.host))
+            log.info("resolved", path=f.path, rule=f.rule)
+        if new:
+            self.session.mark_sent(_keys(new))
+
+    def realert(self) -> None:
+        rows = self.session.open_findings(Severity.HIGH.rank)
+        for row in rows:
+            self.send(emit.finding_event(_row_finding(row), host=self.host, action="realert"))
+        if rows:
+            self.session.mark_sent(str(r["key"]) for r in rows)
+
+    # -- checking --
+
+    def full_verify(self, why: str) -> None:
+        log.info("full verify", reason=why)
+        report, new, resolved = self.session.check(None)
+        self.last_full = time.monotonic()
+        self.publish(report, new, resolved)
+
+    def check_dirty(self, host_paths: Iterable[str]) -> None:
+        paths = {p for p in (self.session.model_path(h) for h in host_paths) if p}
+        if paths:
+            report, new, resolved = self.session.check(sorted(paths))
+            self.publish(report, new, resolved)
+
+    def work(self) -> None:
+        """Worker loop: debounce, then re-check what was touched."""
+        debounce = self.cfg.watch.debounce
+        try:
+            while not self.stop.is_set():
+                timeout = max(0.1, self.last_full + self.cfg.watch.full_verify_interval
+                              - time.monotonic())
+                if not self.dirty.wake.wait(timeout):
+                    self.full_verify("periodic")
+                    continue
+                time.sleep(debounce)
+                paths, full = self.dirty.take()
+                if full:
+                    self.full_verify("inotify overflow or event flood")
+                elif paths:
+                    self.check_dirty(paths)
+        except BaseException as exc:
+            self.fatal = exc
+            log.exception("worker died")
+            self.stop.set()
+
+    # -- watching --
+
+    def start_observer(self) -> None:
+        flat, deep = self.session.watch_dirs()
+        observer = Observer()
+        handler = Handler(self.dirty)
+        scheduled = 0
+        for path in sorted(deep):
+            if os.path.isdir(path):
+                observer.schedule(handler, path, recursive=True, event_filter=EVENT_FILTER)
+                scheduled += 1
+        for path in sorted(flat - deep):
+            if os.path.isdir(path) and not any(path.startswith(d + "/") for d in deep):
+                observer.schedule(handler, path, recursive=False, event_filter=EVENT_FILTER)
+                scheduled += 1
+        observer.start()
+        self.observer = observer
+        self.watched = scheduled
+        emit.add_overflow_hook(lambda: self.dirty.request_full())
+        missing = scheduled - count_inotify_watches()
+        if missing > 0 and count_inotify_watches() >= 0:
+            log.warning("inotify watch limit reached: some directories are not watched; "
+                        "falling back to a full verify every minute", missing=missing)
+            self.cfg = _with_interval(self.cfg, 60.0)
+
+    def healthy(self) -> bool:
+        threads_ok = self.worker is not None and self.worker.is_alive()
+        observer_ok = self.observer is not None and self.observer.is_alive()
+        sender_ok = self.sender is None or self.sender.alive()
+        return threads_ok and observer_ok and sender_ok and self.fatal is None
+
+
+def _with_interval(cfg: Config, seconds: float) -> Config:
+    from dataclasses import replace
+
+    return replace(cfg, watch=replace(cfg.watch, full_verify_interval=seconds))
+
+
+def count_inotify_watches() -> int:
+    """Watches this process holds (watchdog stops silently at max_user_watches)."""
+    total = 0
+    try:
+        for fd in os.listdir("/proc/self/fdinfo"):
+            try:
+                with open(f"/proc/self/fdinfo/{fd}") as fh:
+                    total += sum(1 for line in fh if line.startswith("inotify wd:"))
+            except OSError:
+                continue
+    except OSError:
+        return -1
+    return total
+
+
+def _row_finding(row: dict[str, Any]) -> Finding:
+    return Finding(str(row["path"]), str(row["rule"]), Severity(str(row["severity"])),
+                   str(row["message"]), str(row.get("attribute") or ""), row.get("before"),
+                   row.get("after"))
+
+
+def _keys(findings: Iterable[Finding]) -> list[str]:
+    from integrity.store import finding_key
+
+    return [finding_key(f) for f in findings]
+
+
+def _version() -> str:
+    try:
+        return version("mail-integrity")
+    except PackageNotFoundError:  # pragma: no cover - running from a bare checkout
+        return "0"
+
+
+def make_sender(cfg: Config, url: str | None) -> SyslogSender | None:
+    url = url or cfg.syslog.url
+    if not url:
+        return None
+    s = cfg.syslog
+    return SyslogSender(url, outbox_path=s.outbox, hostname=api.hostname(), ca_file=s.ca_file,
+                        cert_file=s.cert_file, key_file=s.key_file,
+                        verify_hostname=s.verify_hostname, facility=facility_code(s.facility))
+
+
+def run(opts: api.Options, cfg: Config, *, syslog_url: str | None, once: bool,
+        verbose: int) -> int:
+    """The daemon's main: returns the process exit code."""
+    emit.configure_logging(verbose, json=not os.isatty(2))
+    sender = make_sender(cfg, syslog_url)
+    if sender is None:
+        log.warning("no --syslog URL and none in the config: findings go to the log only")
+    else:
+        sender.start()
+    watcher = Watcher(opts, cfg, sender)
+    watcher.send(emit.lifecycle_event("start", host=watcher.host, version=_version()))
+    sdnotify.notify("STATUS=initial full verify")
+    watcher.full_verify("start")
+    watcher.start_observer()
+    watcher.worker = threading.Thread(target=watcher.work, name="verify-worker", daemon=True)
+    watcher.worker.start()
+    _install_signals(watcher)
+    sdnotify.notify("READY=1", f"STATUS=watching {watcher.watched} directories")
+    log.info("watching", directories=watcher.watched, root=watcher.session.root)
+    code = 0 if once else _main_loop(watcher)
+    _shutdown(watcher, sender)
+    if watcher.fatal is not None:
+        return 70
+    return code
+
+
+def _install_signals(watcher: Watcher) -> None:
+    def stop(signum: int, _frame: object) -> None:
+        watcher.stop.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGHUP, lambda *_: watcher.dirty.request_full())
+
+
+def _main_loop(watcher: Watcher) -> int:
+    period = sdnotify.watchdog_period()
+    heartbeat = watcher.cfg.syslog.heartbeat
+    next_beat = time.monotonic() + heartbeat
+    next_realert = time.monotonic() + watcher.cfg.watch.realert_interval
+    beat = 0
+    while not watcher.stop.wait(min(1.0, period or 1.0)):
+        if not watcher.healthy():
+            log.error("a monitoring thread died; exiting so systemd restarts us")
+            return 70
+        if period:
+            sdnotify.notify("WATCHDOG=1")
+        now = time.monotonic()
+        if now >= next_beat and watcher.sender is not None:
+            beat += 1
+            watcher.send(emit.heartbeat_event(beat, watcher.sender.stats(), host=watcher.host))
+            next_beat = now + heartbeat
+        if now >= next_realert:
+            watcher.realert()
+            next_realert = now + watcher.cfg.watch.realert_interval
+    return 70 if watcher.fatal is not None else 0
+
+
+def _shutdown(watcher: Watcher, sender: SyslogSender | None) -> None:
+    sdnotify.notify("STOPPING=1")
+    watcher.stop.set()
+    if watcher.observer is not None:
+        watcher.observer.stop()
+        watcher.observer.join(5)
+    if watcher.worker is not None:
+        watcher.dirty.wake.set()
+        watcher.worker.join(10)
+    watcher.send(emit.lifecycle_event("stop", host=watcher.host, version=_version()))
+    if sender is not None:
+        sender.close(10.0)
+
