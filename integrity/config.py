@@ -28,6 +28,7 @@ class SyslogConfig:
     outbox: str = DEFAULT_OUTBOX
     facility: str = "authpriv"
     heartbeat: float = 60.0
+    reconnect_max: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)

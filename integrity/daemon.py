@@ -261,7 +261,8 @@ def make_sender(cfg: Config, url: str | None) -> SyslogSender | None:
     s = cfg.syslog
     return SyslogSender(url, outbox_path=s.outbox, hostname=api.hostname(), ca_file=s.ca_file,
                         cert_file=s.cert_file, key_file=s.key_file,
-                        verify_hostname=s.verify_hostname, facility=facility_code(s.facility))
+                        verify_hostname=s.verify_hostname, facility=facility_code(s.facility),
+                        backoff=(min(1.0, s.reconnect_max), s.reconnect_max))
 
 
 def run(opts: api.Options, cfg: Config, *, syslog_url: str | None, once: bool,

@@ -1,0 +1,261 @@
+"""The `watch` daemon end to end: real inotify, a real rsyslogd, a real child process.
+
+Each test builds the demo sandbox host (real files, real modes), takes a baseline, starts
+`mail-integrity watch` as a subprocess that reports READY over a real NOTIFY_SOCKET,
+changes files, and asserts what rsyslog wrote.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from integrity import api
+from integrity.demo import build_sandbox
+from tests import rsyslog_harness
+from tests.rsyslog_harness import Rsyslog, parse_5424
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not rsyslog_harness.available(), reason="rsyslog/rsyslog-gnutls missing"),
+]
+
+
+class Daemon:
+    """One `mail-integrity watch` child with its own notify socket."""
+
+    def __init__(self, base: Path, root: Path, profiles: Path, url: str) -> None:
+        self.base, self.root = base, root
+        self.config = base / "config.toml"
+        self.config.write_text(
+            '[watch]\ndebounce = 0.02\nfull_verify_interval = 3600.0\nrealert_interval = 3600.0\n'
+            f'[syslog]\noutbox = "{base}/outbox.db"\nheartbeat = 3600.0\nreconnect_max = 0.5\n'
+        )
+        self.argv = [
+            sys.executable, "-m", "integrity", "watch", "--root", str(root),
+            "--db", str(base / "baseline.db"), "--profile", "demo",
+            "--profile-dir", str(profiles), "--config", str(self.config), "--syslog", url,
+        ]  # fmt: skip
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 20.0) -> None:
+        sock_path = self.base / f"notify-{time.monotonic_ns()}.sock"
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.bind(str(sock_path))
+        sock.settimeout(timeout)
+        env = {**os.environ, "NOTIFY_SOCKET": str(sock_path)}
+        log = (self.base / "daemon.log").open("ab")
+        self.proc = subprocess.Popen(self.argv, env=env, stdout=log, stderr=log)
+        try:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                data = sock.recv(4096).decode()
+                if "READY=1" in data.split("\n"):
+                    return
+            raise AssertionError("daemon never sent READY=1")
+        except TimeoutError as exc:
+            raise AssertionError(f"no READY=1: {self.log()[-2000:]}") from exc
+        finally:
+            sock.close()
+            log.close()
+
+    def log(self) -> str:
+        path = self.base / "daemon.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(15)
+        finally:
+            self.proc = None
+
+
+@pytest.fixture
+def rsyslog(tmp_path: Path) -> Iterator[Rsyslog]:
+    with Rsyslog(tmp_path / "rsyslog") as server:
+        yield server
+
+
+@pytest.fixture
+def host(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """The demo sandbox with a baseline: (base, root, profile dir)."""
+    base = tmp_path / "host"
+    base.mkdir()
+    root, profiles = build_sandbox(base)
+    opts = api.Options(root=str(root), db=str(base / "baseline.db"), profiles=("demo",),
+                       profile_dirs=(str(profiles),))
+    api.init(opts)
+    return base, root, profiles
+
+
+def parsed(lines: list[str]) -> list[dict[str, object]]:
+    return [parse_5424(line) for line in lines]
+
+
+def with_msgid(msgid: str, path: str | None = None):  # type: ignore[no-untyped-def]
+    def pred(lines: list[str]) -> bool:
+        for m in parsed(lines):
+            sd = m["sd"].get("mi@32473", {})  # type: ignore[union-attr]
+            if m["msgid"] == msgid and (path is None or sd.get("path") == path):
+                return True
+        return False
+
+    return pred
+
+
+def seqs(lines: list[str]) -> list[int]:
+    return [int(m["sd"]["meta"]["sequenceId"]) for m in parsed(lines)]  # type: ignore[index]
+
+
+def test_setid_bit_reaches_rsyslog_as_critical(host, rsyslog):
+    """chmod g+s on a monitored binary arrives as MI-SETID-ADDED at syslog level crit."""
+    base, root, profiles = host
+    daemon = Daemon(base, root, profiles, rsyslog.url("tcp"))
+    daemon.start()
+    try:
+        os.chmod(root / "usr/sbin/sendmail", 0o2755)
+        lines = rsyslog.wait_for(with_msgid("MI-SETID-ADDED", "/usr/sbin/sendmail"), 10)
+    finally:
+        daemon.stop()
+    msg = next(m for m in parsed(lines) if m["msgid"] == "MI-SETID-ADDED")
+    assert int(msg["pri"]) % 8 == 2  # crit
+    sd = msg["sd"]["mi@32473"]  # type: ignore[index]
+    assert sd["severity"] == "critical" and sd["before"] == "0755" and sd["after"] == "2755"
+    body = json.loads(msg["msg"])  # type: ignore[arg-type]
+    assert body["file"]["path"] == "/usr/sbin/sendmail"
+    assert body["rule"]["id"] == "MI-SETID-ADDED"
+
+
+def test_atomic_replace_and_revert_are_reported(host, rsyslog):
+    """Write-tmp-then-rename of aliases is seen; restoring the mode sends 'resolved'."""
+    base, root, profiles = host
+    daemon = Daemon(base, root, profiles, rsyslog.url("udp"))
+    daemon.start()
+    try:
+        aliases = root / "etc/mail/aliases"
+        tmp = root / "etc/mail/.aliases.tmp"
+        tmp.write_text(aliases.read_text() + 'decode: "|/usr/bin/uudecode"\n')
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, aliases)
+        lines = rsyslog.wait_for(
+            lambda ls: any(m["sd"].get("mi@32473", {}).get("path") == "/etc/mail/aliases"
+                           and m["sd"]["mi@32473"].get("severity") == "critical"
+                           for m in parsed(ls)), 10)
+        os.chmod(root / "usr/sbin/sendmail", 0o4755)
+        rsyslog.wait_for(with_msgid("MI-SETID-ADDED", "/usr/sbin/sendmail"), 10)
+        os.chmod(root / "usr/sbin/sendmail", 0o755)
+        lines = rsyslog.wait_for(
+            lambda ls: any(json.loads(m["msg"])["event"]["action"] == "resolved"
+                           and m["msgid"] == "MI-SETID-ADDED" for m in parsed(ls)), 10)
+    finally:
+        daemon.stop()
+    assert lines
+
+
+def test_outage_then_every_message_in_order(host, rsyslog):
+    """rsyslog down while files change: once it is back, all arrive, sequence contiguous."""
+    base, root, profiles = host
+    daemon = Daemon(base, root, profiles, rsyslog.url("tcp"))
+    daemon.start()
+    try:
+        rsyslog.wait_for(with_msgid("MI-LIFECYCLE-START"), 10)
+        rsyslog.stop()
+        for i, name in enumerate(("a.cf", "b.cf", "c.cf", "d.cf", "e.cf")):
+            (root / "etc/mail" / name).write_text(f"# {i}\n")
+            time.sleep(0.1)
+        time.sleep(0.5)
+        rsyslog.start()
+        lines = rsyslog.wait_for(
+            lambda ls: sum(1 for m in parsed(ls) if m["msgid"] == "MI-FILE-ADDED") >= 5, 20)
+    finally:
+        daemon.stop()
+    got = sorted(set(seqs(lines)))
+    assert got == list(range(got[0], got[-1] + 1)), f"gap in sequence ids: {got}"
+
+
+def test_change_while_killed_is_reported_at_start(host, rsyslog):
+    """SIGKILL the daemon, change a file, start it again: the start-up verify reports it."""
+    base, root, profiles = host
+    daemon = Daemon(base, root, profiles, rsyslog.url("tcp"))
+    daemon.start()
+    daemon.stop(signal.SIGKILL)
+    os.chmod(root / "etc/mail/authinfo", 0o644)
+    daemon.start()
+    try:
+        rsyslog.wait_for(with_msgid("MI-SECRET-READABLE", "/etc/mail/authinfo"), 10)
+    finally:
+        daemon.stop()
+
+
+def test_fifo_and_unreadable_file_do_not_hang(host, rsyslog):
+    """A FIFO and an unreadable file in a watched dir: reported, and the daemon goes on."""
+    base, root, profiles = host
+    daemon = Daemon(base, root, profiles, rsyslog.url("tcp"))
+    daemon.start()
+    try:
+        os.mkfifo(root / "etc/mail/pipe")
+        secret = root / "etc/mail/locked.cf"
+        secret.write_text("x\n")
+        os.chmod(secret, 0)
+        rsyslog.wait_for(with_msgid("MI-FILE-ADDED", "/etc/mail/pipe"), 10)
+        os.chmod(root / "usr/sbin/sendmail", 0o2755)
+        rsyslog.wait_for(with_msgid("MI-SETID-ADDED", "/usr/sbin/sendmail"), 10)
+    finally:
+        assert daemon.stop() == 0
+
+
+def test_queue_file_exposed_is_reported(host, rsyslog):
+    """A queue file made world-readable inside the watched queue dir raises high."""
+    base, root, profiles = host
+    daemon = Daemon(base, root, profiles, rsyslog.url("tls"))
+    daemon.config.write_text(daemon.config.read_text().replace(
+        "[syslog]\n", f'[syslog]\nca_file = "{rsyslog.pki.ca}"\n'))
+    daemon.start()
+    try:
+        qf = root / "var/spool/mqueue/qfNEW"
+        qf.write_text("mail\n")
+        os.chmod(qf, 0o644)
+        rsyslog.wait_for(with_msgid("MI-QUEUE-FILE-EXPOSED", "/var/spool/mqueue/qfNEW"), 10)
+    finally:
+        daemon.stop()
+
+
+INOTIFY_SYSCTL = Path("/proc/sys/fs/inotify/max_queued_events")
+
+
+@pytest.mark.root
+@pytest.mark.skipif(os.geteuid() != 0, reason="lowering the inotify queue needs root")
+def test_change_during_inotify_overflow_is_still_reported(host, rsyslog):
+    """With a tiny inotify queue and a flood of events, the change in the flood is reported."""
+    try:
+        old = INOTIFY_SYSCTL.read_text()
+        INOTIFY_SYSCTL.write_text("64\n")
+    except OSError as exc:
+        pytest.skip(f"cannot change {INOTIFY_SYSCTL}: {exc}")
+    base, root, profiles = host
+    try:
+        daemon = Daemon(base, root, profiles, rsyslog.url("tcp"))
+        daemon.start()  # the new inotify instance gets the small queue
+    finally:
+        INOTIFY_SYSCTL.write_text(old)
+    try:
+        queue = root / "var/spool/mqueue"
+        os.kill(daemon.proc.pid, signal.SIGSTOP)  # type: ignore[union-attr]
+        for i in range(2000):
+            (queue / f"df{i:05d}").write_text("x")
+        os.chmod(root / "usr/sbin/sendmail", 0o4755)
+        os.kill(daemon.proc.pid, signal.SIGCONT)  # type: ignore[union-attr]
+        rsyslog.wait_for(with_msgid("MI-SETID-ADDED", "/usr/sbin/sendmail"), 20)
+    finally:
+        daemon.stop()
