@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import glob
 import os
+import shutil
 import socket
+import zlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
@@ -17,7 +19,7 @@ from integrity.compare import NO_CONTENT, compare
 from integrity.errors import ConfigError, UsageError
 from integrity.judge import Triage, assess_facts, check_child, check_parent, check_state, judge
 from integrity.model import FileRecord, FileType, Finding, Report, Role, ScanWarning
-from integrity.policy import Policy, Rule, detect, load
+from integrity.policy import Expect, Policy, Rule, detect, load
 from integrity.policy import profile_dirs as default_profile_dirs
 from integrity.store import Store
 
@@ -72,7 +74,28 @@ def resolve_policy(root: str, profiles: Iterable[str], profile_dirs: Iterable[st
                 f"{root}: no sendmail, postfix, exim4 or dovecot installation found; "
                 "name a profile with --profile (see `mail-integrity profiles`)"
             )
-    return load(names, dirs=dirs)
+    policy = load(names, dirs=dirs)
+    return with_self(policy, root)
+
+
+def with_self(policy: Policy, root: str) -> Policy:
+    """Put the monitor's own installed code in scope: tampering with it blinds us."""
+    if os.path.realpath(root) != "/":
+        return policy  # the code runs on this host, not inside the monitored root
+    import integrity
+
+    pkg = os.path.dirname(os.path.abspath(integrity.__file__))
+    extra = [
+        Rule(f"{pkg}/*.py", Role.BINARY, "self", Expect(deny=0o022), optional=True,
+             note="mail-integrity's own code"),
+        Rule(f"{pkg}/analyzers/*.py", Role.BINARY, "self", Expect(deny=0o022), optional=True,
+             note="mail-integrity's own code"),
+    ]
+    script = shutil.which("mail-integrity")
+    if script:
+        extra.append(Rule(os.path.abspath(script), Role.BINARY, "self", Expect(deny=0o022),
+                          optional=True, note="the mail-integrity command"))
+    return Policy(policy.profiles, policy.rules + tuple(extra))
 
 
 def make_plan(root: str, policy: Policy, *, only: Iterable[str] | None = None) -> Plan:
@@ -326,6 +349,7 @@ def init(opts: Options, *, progress: Progress | None = None) -> Report:
         store.replace_baseline(snap.records.values(), {p: str(r) for p, r in snap.roles.items()})
         store.set_meta("root", root)
         store.set_meta("profiles", ",".join(policy.profiles))
+        store.set_meta("host", hostname())
         report = Report(
             findings=state_findings(snap), warnings=snap.warnings, scanned=len(snap.records)
         )
@@ -596,3 +620,55 @@ class Session:
             store.mark_sent(keys)
         finally:
             store.close()
+
+
+def _fleet_record(rec: FileRecord) -> FileRecord:
+    """A record as comparable across hosts: ids by name, per-host metadata dropped."""
+
+    def ident(name: str | None, num: int) -> int:
+        if name is None:
+            return num
+        return 0 if name == "root" else 1_000_000 + zlib.crc32(name.encode())
+
+    return replace(rec, uid=ident(rec.owner, rec.uid), gid=ident(rec.group, rec.gid),
+                   mtime_ns=0, ctime_ns=0, inode=0, nlink=1)
+
+
+def compare_baselines(
+    db_a: str, db_b: str, *, profile_dirs: Iterable[str] = ()
+) -> Report:
+    """Fleet drift: how host B's baseline differs from host A's (A is the reference)."""
+    loaded = []
+    for db in (db_a, db_b):
+        store = Store.open(db)
+        try:
+            records, raw_roles = store.load_baseline()
+            names = [n for n in (store.get_meta("profiles", "") or "").split(",") if n]
+            host = store.get_meta("host") or db
+        finally:
+            store.close()
+        loaded.append((records, raw_roles, names, host))
+    (rec_a, roles_a, names_a, _), (rec_b, roles_b, _, _) = loaded
+    extra = [str(d) for d in profile_dirs]
+    policy = load(names_a, dirs=default_profile_dirs(extra) if extra else None)
+    a = {p: _fleet_record(r) for p, r in rec_a.items()}
+    b = {p: _fleet_record(r) for p, r in rec_b.items()}
+    roles: dict[str, Role] = {p: _role(r) for p, r in {**roles_b, **roles_a}.items()}
+    changes = compare(a, b, roles)
+    findings = judge(changes, a, b, policy, roles)
+    kinds: dict[str, set[str]] = {"added": set(), "removed": set(), "changed": set()}
+    for ch in changes:
+        kinds[str(ch.kind)].add(ch.path)
+    report = Report(findings=_dedupe(findings), added=len(kinds["added"]),
+                    removed=len(kinds["removed"]), changed=len(kinds["changed"]),
+                    scanned=len(set(a) | set(b)))
+    report.header = {"command": "compare", "reference": db_a, "other": db_b,
+                     "profiles": list(policy.profiles)}
+    return report
+
+
+def _role(text: str) -> Role:
+    try:
+        return Role(text)
+    except ValueError:
+        return Role.DIRECTORY

@@ -258,6 +258,24 @@ def profiles(name: str | None, **kw: Any) -> int:
     return 0
 
 
+@cli.command("compare")
+@click.argument("reference", type=click.Path(exists=True, dir_okay=False))
+@click.argument("other", type=click.Path(exists=True, dir_okay=False))
+@click.option("--profile-dir", "profile_dirs", multiple=True)
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+def compare_cmd(reference: str, other: str, profile_dirs: tuple[str, ...], fmt: str) -> int:
+    """Fleet drift: how OTHER's baseline differs from REFERENCE's (same role, two hosts).
+
+    Owners are compared by name; inode, times and link counts are ignored. Exit codes as
+    verify.
+
+    Example: mail-integrity compare mx1-baseline.db mx2-baseline.db
+    """
+    rep = api.compare_baselines(reference, other, profile_dirs=profile_dirs)
+    emit_report(rep, fmt, False, 0)
+    return rep.exit_code()
+
+
 @cli.command()
 @click.option("--keep", is_flag=True, help="Keep the sandbox directory afterwards.")
 def demo(keep: bool) -> int:

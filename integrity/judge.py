@@ -11,6 +11,7 @@ from __future__ import annotations
 import stat
 from collections import defaultdict
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 
 from integrity import analyzers
 from integrity.model import Change, ChangeKind, FileRecord, FileType, Finding, Role, Severity
@@ -279,18 +280,32 @@ def judge(
         if any(c.attribute == "digest" or c.kind != ChangeKind.CHANGED for c in chs)
     }
     out: list[Finding] = []
+    found: list[Finding] = []
     for path, chs in by_path.items():
         rule = policy.rule_for(path)
         role = role_of(path, policy, roles)
         old, new = baseline.get(path), current.get(path)
         if new is not None and old is None:
-            out.extend(_added(new, rule, role))
+            found.extend(_added(new, rule, role))
         elif old is not None and new is None:
-            out.append(_removed(old, role))
+            found.append(_removed(old, role))
         elif old is not None and new is not None:
             ctx = _Ctx(old, new, rule, role, content_changed, triage)
-            out.extend(_changed(ctx, {c.attribute: c for c in chs}))
+            found.extend(_changed(ctx, {c.attribute: c for c in chs}))
+        out.extend(_escalate_self(found, rule))
+        found.clear()
     return out
+
+
+def _escalate_self(findings: list[Finding], rule: Rule | None) -> list[Finding]:
+    """Any change to the monitor's own files is critical: it is how an intruder blinds it."""
+    if rule is None or rule.profile != "self":
+        return list(findings)
+    return [
+        replace(f, severity=Severity.CRITICAL, rule=f"MI-SELF-{f.rule.removeprefix('MI-')}",
+                message=f"mail-integrity's own file: {f.message}")
+        for f in findings
+    ]
 
 
 def _added(rec: FileRecord, rule: Rule | None, role: Role) -> list[Finding]:

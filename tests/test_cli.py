@@ -169,3 +169,32 @@ def test_demo_runs_and_shows_criticals(capsys):
     code, out, _ = run(capsys, "demo")
     assert code == 0
     assert "CRITICAL" in out and "MI-SETID-ADDED" in out
+
+
+def test_compare_two_hosts_reports_exactly_the_drift(tmp_path, capsys):
+    """Two hosts of one role differing in one mode and one option: exactly those two."""
+    dbs = []
+    for name in ("mx1", "mx2"):
+        base = tmp_path / name
+        base.mkdir()
+        root, profiles = build_sandbox(base)
+        if name == "mx2":
+            os.chmod(root / "etc/mail/aliases", 0o664)
+            cf = root / "etc/mail/sendmail.cf"
+            os.chmod(cf, 0o644)
+            cf.write_text(cf.read_text().replace("DefaultUser=mail:mail", "DefaultUser=root"))
+            os.chmod(cf, 0o444)
+        (base / "none.toml").write_text("")
+        args = ["--root", str(root), "--db", str(base / "b.db"), "--profile", "demo",
+                "--profile-dir", str(profiles), "--config", str(base / "none.toml")]
+        assert run(capsys, "init", *args)[0] == 0
+        dbs.append(str(base / "b.db"))
+    code, out, _ = run(capsys, "compare", *dbs, "--profile-dir", str(tmp_path / "mx1/profiles"),
+                       "--format", "json")
+    doc = json.loads(out)
+    paths = {f["path"] for f in doc["findings"]}
+    assert paths == {"/etc/mail/aliases", "/etc/mail/sendmail.cf"}
+    assert doc["summary"]["changed"] == 2 and doc["summary"]["added"] == 0
+    assert any(f["attribute"] == "mode" for f in doc["findings"])
+    assert any("DefaultUser" in f["attribute"] for f in doc["findings"])
+    assert code & 8
