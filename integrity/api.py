@@ -416,13 +416,19 @@ def verify(
     progress: Progress | None = None,
     triage: Triage | None = None,
     record_run: bool = True,
+    enforce: bool = False,
 ) -> Report:
-    """Compare the live system with the baseline and judge every difference."""
+    """Compare the live system with the baseline and judge every difference.
+
+    ``enforce`` puts loosened modes and changed owners back to the baseline (never content).
+    """
     store, root, policy, baseline, roles = open_baseline(opts)
     try:
         scope = None if only is None else sorted(set(only))
         snap = snapshot(root, policy, only=scope, progress=progress)
         report = diff_report(baseline, roles, snap, policy, scope=scope, triage=triage)
+        if enforce:
+            _enforce(root, report, baseline, snap.records)
         report.header = _header(store, root, policy, "verify")
         if record_run:
             run = store.begin_run("verify", root, policy.profiles, hostname())
@@ -431,6 +437,17 @@ def verify(
     finally:
         store.close()
     return report
+
+
+def _enforce(
+    root: str, report: Report, baseline: Mapping[str, FileRecord],
+    current: Mapping[str, FileRecord],
+) -> None:
+    from integrity.enforce import enforce
+
+    done, warnings = enforce(root, report.findings, baseline, current)
+    report.findings.extend(done)
+    report.warnings.extend(warnings)
 
 
 def diff_report(
@@ -535,9 +552,12 @@ class Session:
     reloaded when its generation moves (an admin ran ``update``).
     """
 
-    def __init__(self, opts: Options, *, triage: Triage | None = None) -> None:
+    def __init__(
+        self, opts: Options, *, triage: Triage | None = None, enforce: bool = False
+    ) -> None:
         self.opts = opts
         self.triage = triage
+        self.enforce = enforce
         self.generation = -1
         self.reload()
 
@@ -595,6 +615,8 @@ class Session:
             scope = sorted(set(snap.records) | {t for t in paths if t in self.baseline})
         report = diff_report(self.baseline, self.roles, snap, self.policy, scope=scope,
                              triage=self.triage)
+        if self.enforce:
+            _enforce(self.root, report, self.baseline, snap.records)
         store = Store.open(self.opts.db)
         try:
             report.header = _header(store, self.root, self.policy, "watch")

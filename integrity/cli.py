@@ -128,7 +128,9 @@ def init(**kw: Any) -> int:
 
 @cli.command()
 @common_options
-def verify(**kw: Any) -> int:
+@click.option("--enforce", is_flag=True,
+              help="Restore loosened modes and changed owners to the baseline (never content).")
+def verify(enforce: bool, **kw: Any) -> int:
     """Compare the live system with the baseline; exit code is a bitmask.
 
     0 no differences, +1 added, +2 removed, +4 changed, +8 high or critical finding.
@@ -137,7 +139,7 @@ def verify(**kw: Any) -> int:
     """
     opts, _ = build(kw)
     with progress_counter(not kw["quiet"]) as tick:
-        rep = api.verify(opts, progress=tick)
+        rep = api.verify(opts, progress=tick, enforce=enforce)
     emit_report(rep, kw["fmt"], kw["quiet"], kw["verbose"])
     return rep.exit_code()
 
@@ -297,7 +299,9 @@ def demo(keep: bool) -> int:
     help="udp://H:P, tcp://H:P or tls://H:P (default from config).",
 )
 @click.option("--once", is_flag=True, hidden=True, help="Start, verify, and stop (tests).")
-def watch(syslog_url: str | None, once: bool, **kw: Any) -> int:
+@click.option("--enforce", is_flag=True,
+              help="Restore loosened modes and changed owners to the baseline (never content).")
+def watch(syslog_url: str | None, once: bool, enforce: bool, **kw: Any) -> int:
     """Real-time monitoring daemon: inotify events -> findings -> remote syslog.
 
     Example: mail-integrity watch --syslog tls://siem.example.org:6514
@@ -305,7 +309,8 @@ def watch(syslog_url: str | None, once: bool, **kw: Any) -> int:
     from integrity import daemon
 
     opts, cfg = build(kw)
-    return daemon.run(opts, cfg, syslog_url=syslog_url, once=once, verbose=kw["verbose"])
+    return daemon.run(opts, cfg, syslog_url=syslog_url, once=once, verbose=kw["verbose"],
+                      enforce=enforce)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -106,9 +106,11 @@ class Handler(FileSystemEventHandler):
 class Watcher:
     """The daemon's state and loops."""
 
-    def __init__(self, opts: api.Options, cfg: Config, sender: SyslogSender | None) -> None:
+    def __init__(
+        self, opts: api.Options, cfg: Config, sender: SyslogSender | None, *, enforce: bool = False
+    ) -> None:
         self.cfg = cfg
-        self.session = api.Session(opts)
+        self.session = api.Session(opts, enforce=enforce)
         self.sender = sender
         self.host = api.hostname()
         self.dirty = DirtySet()
@@ -266,7 +268,7 @@ def make_sender(cfg: Config, url: str | None) -> SyslogSender | None:
 
 
 def run(opts: api.Options, cfg: Config, *, syslog_url: str | None, once: bool,
-        verbose: int) -> int:
+        verbose: int, enforce: bool = False) -> int:
     """The daemon's main: returns the process exit code."""
     emit.configure_logging(verbose, json=not os.isatty(2))
     sender = make_sender(cfg, syslog_url)
@@ -274,7 +276,7 @@ def run(opts: api.Options, cfg: Config, *, syslog_url: str | None, once: bool,
         log.warning("no --syslog URL and none in the config: findings go to the log only")
     else:
         sender.start()
-    watcher = Watcher(opts, cfg, sender)
+    watcher = Watcher(opts, cfg, sender, enforce=enforce)
     watcher.send(emit.lifecycle_event("start", host=watcher.host, version=_version()))
     sdnotify.notify("STATUS=initial full verify")
     watcher.full_verify("start")

@@ -198,3 +198,21 @@ def test_compare_two_hosts_reports_exactly_the_drift(tmp_path, capsys):
     assert any(f["attribute"] == "mode" for f in doc["findings"])
     assert any("DefaultUser" in f["attribute"] for f in doc["findings"])
     assert code & 8
+
+
+def test_enforce_restores_mode_and_owner_but_not_content(host, capsys):
+    """verify --enforce puts the baseline mode back and reports it; content stays as is."""
+    root, args = host
+    run(capsys, "init", *args)
+    aliases = root / "etc/mail/aliases"
+    os.chmod(aliases, 0o666)
+    with aliases.open("a") as fh:
+        fh.write("extra: root\n")
+    code, out, _ = run(capsys, "verify", *args, "--enforce", "--format", "json")
+    doc = json.loads(out)
+    assert any(f["rule"] == "MI-ENFORCED" and f["path"] == "/etc/mail/aliases"
+               for f in doc["findings"])
+    assert (aliases.stat().st_mode & 0o7777) == 0o644
+    assert "extra: root" in aliases.read_text()
+    code, out, _ = run(capsys, "verify", *args, "--format", "json")
+    assert all(f["attribute"] != "mode" for f in json.loads(out)["findings"])
