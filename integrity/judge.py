@@ -51,8 +51,10 @@ def check_state(rec: FileRecord, rule: Rule | None, role: Role) -> list[Finding]
     expect = rule.expect if rule else Expect()
     out: list[Finding] = []
     allowed = expect.widest()
-    extra = rec.mode & universal_deny(rec, role, expect.allows_setid())
-    extra |= rec.mode & expect.deny
+    universal = universal_deny(rec, role, expect.allows_setid())
+    if allowed is not None:
+        universal &= ~allowed  # the profile documents the packaging: its modes are expected
+    extra = rec.mode & (universal | expect.deny)
     if allowed is not None:
         extra |= rec.mode & ~allowed
     if rec.ftype == FileType.SYMLINK:
@@ -286,7 +288,8 @@ def judge(
         role = role_of(path, policy, roles)
         old, new = baseline.get(path), current.get(path)
         if new is not None and old is None:
-            found.extend(_added(new, rule, role))
+            named = rule is not None and not rule.is_glob and rule in policy.rules
+            found.extend(_added(new, rule if named else None, role, rule))
         elif old is not None and new is None:
             found.append(_removed(old, role))
         elif old is not None and new is not None:
@@ -308,20 +311,22 @@ def _escalate_self(findings: list[Finding], rule: Rule | None) -> list[Finding]:
     ]
 
 
-def _added(rec: FileRecord, rule: Rule | None, role: Role) -> list[Finding]:
+def _added(
+    rec: FileRecord, named: Rule | None, role: Role, rule: Rule | None
+) -> list[Finding]:
+    """``named``: the profile's own rule for exactly this path, if it has one."""
     where = rec.path.rsplit("/", 1)[0] or "/"
-    out = [
-        Finding(
-            rec.path,
-            "MI-FILE-ADDED",
-            Severity.MEDIUM,
-            f"new {rec.ftype} in monitored {where}",
-            "",
-            None,
-            str(rec.ftype),
-            fix=f"mail-integrity update --accept {rec.path} --reason '...' if intended",
-        )
-    ]
+    fix = f"mail-integrity update --accept {rec.path} --reason '...' if intended"
+    if named is not None and role != Role.VOLATILE:
+        rule = named
+        # a path the profile names by itself appeared: it has a known meaning (an exim4.conf
+        # that overrides the generated config, new credentials, a new binary)
+        why = f": {rule.note}" if rule.note else ""
+        out = [Finding(rec.path, "MI-FILE-APPEARED", Severity.HIGH,
+                       f"{rule.role} {rec.path} appeared{why}", "", None, str(rec.ftype), fix=fix)]
+    else:
+        out = [Finding(rec.path, "MI-FILE-ADDED", Severity.MEDIUM,
+                       f"new {rec.ftype} in monitored {where}", "", None, str(rec.ftype), fix=fix)]
     out.extend(check_state(rec, rule, role))
     out.extend(assess_facts(rec, rule))
     return out
@@ -369,7 +374,7 @@ def _changed(ctx: _Ctx, by_attr: dict[str, Change]) -> list[Finding]:
         return [_type_changed(old, new)]
     out: list[Finding] = []
     if "mode" in by_attr:
-        out.extend(_mode_changed(old, new, ctx.role))
+        out.extend(_mode_changed(old, new, ctx.role, ctx.rule))
     if "uid" in by_attr:
         out.append(_owner_changed(old, new, ctx.role))
     if "gid" in by_attr:
@@ -426,23 +431,38 @@ def _type_changed(old: FileRecord, new: FileRecord) -> Finding:
     )
 
 
-def _mode_changed(old: FileRecord, new: FileRecord, role: Role) -> list[Finding]:
+def _mode_changed(old: FileRecord, new: FileRecord, role: Role, rule: Rule | None) -> list[Finding]:
     granted = new.mode & ~old.mode
-    if granted:
-        found = grant_findings(new, role, granted, change=True, before=old.mode)
-        if found:
-            return found
-    return [
-        Finding(
-            new.path,
-            "MI-PERM-TIGHTENED",
-            Severity.LOW,
-            f"permissions tightened ({fmt(old.mode)} -> {fmt(new.mode)})",
-            "mode",
-            fmt(old.mode),
-            fmt(new.mode),
-        )
-    ]
+    if _lost_sticky(old, new):
+        granted |= stat.S_IWOTH  # a world-writable dir without sticky: anyone replaces files
+    found = grant_findings(new, role, granted, change=True, before=old.mode) if granted else []
+    forbidden = _forbidden(granted, rule)
+    if forbidden:
+        found = [_escalate(f, forbidden) if f.rule == "MI-PERM-LOOSENED" else f for f in found]
+    if found:
+        return found
+    return [Finding(new.path, "MI-PERM-TIGHTENED", Severity.LOW,
+                    f"permissions tightened ({fmt(old.mode)} -> {fmt(new.mode)})", "mode",
+                    fmt(old.mode), fmt(new.mode))]
+
+
+def _lost_sticky(old: FileRecord, new: FileRecord) -> bool:
+    return (new.ftype == FileType.DIR and bool(new.mode & stat.S_IWOTH)
+            and bool(old.mode & stat.S_ISVTX) and not new.mode & stat.S_ISVTX)
+
+
+def _forbidden(granted: int, rule: Rule | None) -> int:
+    """Granted bits the profile forbids or never allows (beyond its packaged modes)."""
+    if rule is None:
+        return 0
+    widest = rule.expect.widest()
+    beyond = granted & ~widest & 0o777 if widest is not None else 0
+    return (granted & rule.expect.deny) | beyond
+
+
+def _escalate(f: Finding, bits: int) -> Finding:
+    return replace(f, severity=Severity.HIGH,
+                   message=f"{f.message}, beyond what the packaging allows ({fmt(bits)})")
 
 
 def _owner_changed(old: FileRecord, new: FileRecord, role: Role) -> Finding:

@@ -63,33 +63,68 @@ def classify_grant(bits: int, rec: FileRecord, role: Role, mode_after: int) -> l
     if bits & S_SETID and not is_dir:
         who = "user" if bits & stat.S_ISUID else "group"
         grants.append(
-            Grant("SETID", Severity.CRITICAL, f"set-{who}-ID bit: it now runs with its "
-                  f"owner's or group's privileges", bits & S_SETID)
+            Grant(
+                "SETID",
+                Severity.CRITICAL,
+                f"set-{who}-ID bit: it now runs with its owner's or group's privileges",
+                bits & S_SETID,
+            )
         )
     elif bits & stat.S_ISGID and is_dir:
-        grants.append(Grant("DIR-SETGID", Severity.LOW, "set-group-ID on a directory", bits & stat.S_ISGID))
+        grants.append(
+            Grant("DIR-SETGID", Severity.LOW, "set-group-ID on a directory", bits & stat.S_ISGID)
+        )
     if bits & stat.S_IWOTH:
         if is_dir and mode_after & stat.S_ISVTX:
-            grants.append(Grant("PERM-LOOSENED", Severity.MEDIUM,
-                                "world-writable (sticky) directory", stat.S_IWOTH))
+            grants.append(
+                Grant(
+                    "PERM-LOOSENED",
+                    Severity.MEDIUM,
+                    "world-writable (sticky) directory",
+                    stat.S_IWOTH,
+                )
+            )
         else:
-            grants.append(Grant("PERM-WORLD-WRITABLE", Severity.CRITICAL,
-                                "anyone on the host can now modify it", stat.S_IWOTH))
+            grants.append(
+                Grant(
+                    "PERM-WORLD-WRITABLE",
+                    Severity.CRITICAL,
+                    "anyone on the host can now modify it",
+                    stat.S_IWOTH,
+                )
+            )
     if bits & stat.S_IWGRP:
         sev = Severity.HIGH if role in TRUSTED_ROLES | {Role.QUEUE} else Severity.MEDIUM
-        grants.append(Grant("PERM-GROUP-WRITABLE", sev,
-                            f"members of group {rec.group or rec.gid} can now modify it",
-                            stat.S_IWGRP))
+        grants.append(
+            Grant(
+                "PERM-GROUP-WRITABLE",
+                sev,
+                f"members of group {rec.group or rec.gid} can now modify it",
+                stat.S_IWGRP,
+            )
+        )
     rest = bits & ~(S_SETID | stat.S_IWOTH | stat.S_IWGRP | stat.S_ISVTX)
     if role == Role.SECRET and rest & (stat.S_IROTH | stat.S_IRGRP):
         who = "anyone on the host" if rest & stat.S_IROTH else f"group {rec.group or rec.gid}"
         sev = Severity.HIGH if rest & stat.S_IROTH else Severity.MEDIUM
-        grants.append(Grant("SECRET-READABLE", sev, f"{who} can now read this secret",
-                            rest & (stat.S_IROTH | stat.S_IRGRP)))
+        grants.append(
+            Grant(
+                "SECRET-READABLE",
+                sev,
+                f"{who} can now read this secret",
+                rest & (stat.S_IROTH | stat.S_IRGRP),
+            )
+        )
         rest &= ~(stat.S_IROTH | stat.S_IRGRP)
     if role in (Role.QUEUE, Role.SPOOL) and rest & 0o077:
-        grants.append(Grant("QUEUE-LOOSENED", Severity.HIGH,
-                            "mail at rest becomes readable or listable by others", rest & 0o077))
+        grants.append(
+            Grant(
+                "QUEUE-LOOSENED",
+                Severity.HIGH,
+                "mail at rest becomes readable or listable by others",
+                rest & 0o077,
+            )
+        )
         rest &= ~0o077
     if rest:
         grants.append(Grant("PERM-LOOSENED", Severity.MEDIUM, "more access than before", rest))
@@ -128,8 +163,13 @@ def grant_findings(
             message = f"mode {fmt(rec.mode)} has {symbolic(g.bits)}, which it must not: {g.why}"
         out.append(
             Finding(
-                rec.path, rule, g.severity, message, "mode",
-                fmt(before) if before is not None else None, fmt(rec.mode),
+                rec.path,
+                rule,
+                g.severity,
+                message,
+                "mode",
+                fmt(before) if before is not None else None,
+                fmt(rec.mode),
                 fix=f"chmod {fmt(rec.mode & ~g.bits)} {rec.path}",
             )
         )

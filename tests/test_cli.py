@@ -103,7 +103,7 @@ def test_missing_baseline_exits_19(host, capsys, tmp_path):
 
 def test_edited_baseline_row_exits_19(host, capsys, tmp_path):
     """A row edited behind the tool's back is refused: exit 19, nothing silently trusted."""
-    root, args = host
+    _, args = host
     run(capsys, "init", *args)
     db = sqlite3.connect(tmp_path / "b.db")
     (rec,) = db.execute("select record from files where rowid = 1").fetchone()
@@ -208,11 +208,11 @@ def test_enforce_restores_mode_and_owner_but_not_content(host, capsys):
     os.chmod(aliases, 0o666)
     with aliases.open("a") as fh:
         fh.write("extra: root\n")
-    code, out, _ = run(capsys, "verify", *args, "--enforce", "--format", "json")
+    _, out, _ = run(capsys, "verify", *args, "--enforce", "--format", "json")
     doc = json.loads(out)
     assert any(f["rule"] == "MI-ENFORCED" and f["path"] == "/etc/mail/aliases"
                for f in doc["findings"])
     assert (aliases.stat().st_mode & 0o7777) == 0o644
     assert "extra: root" in aliases.read_text()
-    code, out, _ = run(capsys, "verify", *args, "--format", "json")
+    _, out, _ = run(capsys, "verify", *args, "--format", "json")
     assert all(f["attribute"] != "mode" for f in json.loads(out)["findings"])

@@ -1,0 +1,260 @@
+"""Findings -> SIEM events (ECS JSON + RFC 5424 structured data), and logging setup.
+
+Each ``*_event`` function returns ``(severity, msgid, sd_params, body)``, the arguments
+of ``SyslogSender.send``. The body uses Elastic Common Schema names as *nested* objects
+(``{"file": {"path": ...}}``), the form ECS documents and Elastic, Graylog and rsyslog's
+mmjsonparse read without a pipeline; Splunk flattens it to ``file.path`` itself.
+
+``event.severity`` is our own scale, higher is worse: info 1, low 2, medium 3, high 4,
+critical 5 (ECS leaves the scale to the source). The syslog level is in
+``log.syslog.severity``. Only fields of the ``Finding`` are emitted, never file content:
+for a secret, the judge already put nothing but metadata into before/after.
+
+This is the only module that configures structlog (STYLE.md).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import threading
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from structlog import dev, processors, stdlib, tracebacks
+
+from integrity.model import Finding, Severity
+from integrity.syslog import LEVELS, format_timestamp, utf8_safe
+
+ECS_VERSION = "8.11.0"
+VALUE_MAX = 256  # before/after values, in characters
+ACTIONS = ("finding", "realert", "resolved")
+_LEVEL_NAMES = {2: "crit", 3: "err", 4: "warning", 5: "notice", 6: "info"}
+_FILE_FIELDS = {"uid": "uid", "gid": "gid", "owner": "owner", "group": "group"}
+OVERFLOW_LOGGER = "watchdog.observers.inotify_c"
+
+Event = tuple[str, str, dict[str, str], dict[str, Any]]
+
+
+def _now() -> str:
+    return format_timestamp(datetime.now(UTC))
+
+
+def clip(value: object, limit: int = VALUE_MAX) -> str:
+    """A value as bounded, UTF-8-safe text: ``None`` is empty, lists/dicts are JSON."""
+    if value is None:
+        text = ""
+    elif isinstance(value, str):
+        text = value
+    elif isinstance(value, dict | list | tuple):
+        text = json.dumps(value, sort_keys=True, default=str, ensure_ascii=False)
+    else:
+        text = str(value)
+    text = utf8_safe(text)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _shown(attribute: str, value: object) -> str:
+    """Modes as octal (``0644``, ECS ``file.mode``), everything else via ``clip``."""
+    if attribute == "mode" and isinstance(value, int):
+        return f"{value:04o}"
+    return clip(value)
+
+
+def _syslog(severity: Severity) -> dict[str, Any]:
+    code = LEVELS[severity]
+    return {"syslog": {"severity": {"code": code, "name": _LEVEL_NAMES[code]}}}
+
+
+def _file(f: Finding) -> dict[str, str]:
+    """ECS ``file.*``: the path, and the changed attribute's current value when ECS has it."""
+    out = {"path": utf8_safe(f.path)}
+    if f.attribute == "mode" and f.after is not None:
+        out["mode"] = _shown("mode", f.after)
+    elif f.attribute in _FILE_FIELDS and f.after is not None:
+        out[_FILE_FIELDS[f.attribute]] = clip(f.after)
+    return out
+
+
+def finding_event(f: Finding, *, host: str, action: str = "finding") -> Event:
+    """One finding as an alert; ``action`` is ``finding``, ``realert`` or ``resolved``.
+
+    A resolved finding goes out at syslog level info, but keeps its original severity in
+    the body so the SIEM can close the matching alert (same ``rule.id`` and path).
+    """
+    if action not in ACTIONS:
+        raise ValueError(f"action must be one of {ACTIONS}, got {action!r}")
+    level = Severity.INFO if action == "resolved" else f.severity
+    before, after = _shown(f.attribute, f.before), _shown(f.attribute, f.after)
+    sd = {
+        "path": utf8_safe(f.path), "rule": f.rule, "severity": str(f.severity),
+        "attribute": f.attribute, "before": before, "after": after, "host": host,
+    }  # fmt: skip
+    body: dict[str, Any] = {
+        "@timestamp": _now(),
+        "ecs": {"version": ECS_VERSION},
+        "event": {
+            "kind": "alert", "category": ["file"], "type": ["change"], "action": action,
+            "severity": f.severity.rank + 1, "dataset": "mail_integrity.finding",
+        },
+        "rule": {"id": f.rule, "name": f.rule},
+        "file": _file(f),
+        "message": clip(f.message, 1024),
+        "host": {"name": host},
+        "log": _syslog(level),
+        "labels": {"severity": str(f.severity), "attribute": f.attribute,
+                   "before": before, "after": after},
+    }  # fmt: skip
+    if f.fix:
+        body["labels"]["fix"] = clip(f.fix, 512)
+    return str(level), f.rule, sd, body
+
+
+def resolved_event(f: Finding, *, host: str) -> Event:
+    """A finding that went away (change reverted, or accepted into the baseline)."""
+    return finding_event(f, host=host, action="resolved")
+
+
+def heartbeat_event(seq: int, stats: Mapping[str, int | float | bool | str], *, host: str) -> Event:
+    """Sent every minute so the SIEM can alert when a monitor goes silent."""
+    counters = {k: clip(v, 64) for k, v in sorted(stats.items())}
+    body: dict[str, Any] = {
+        "@timestamp": _now(),
+        "ecs": {"version": ECS_VERSION},
+        "event": {"kind": "state", "category": ["host"], "type": ["info"],
+                  "action": "heartbeat", "severity": 1, "sequence": seq,
+                  "dataset": "mail_integrity.heartbeat"},
+        "message": f"mail-integrity heartbeat {seq}",
+        "host": {"name": host},
+        "log": _syslog(Severity.INFO),
+        "labels": counters,
+    }  # fmt: skip
+    sd = {"host": host, "heartbeat": str(seq), **counters}
+    return str(Severity.INFO), "MI-HEARTBEAT", sd, body
+
+
+def lifecycle_event(phase: str, *, host: str, version: str = "", detail: str = "") -> Event:
+    """Monitor start or stop; a stop is ``low`` (notice): someone may be silencing us."""
+    if phase not in ("start", "stop"):
+        raise ValueError(f"phase must be 'start' or 'stop', got {phase!r}")
+    severity = Severity.INFO if phase == "start" else Severity.LOW
+    body: dict[str, Any] = {
+        "@timestamp": _now(),
+        "ecs": {"version": ECS_VERSION},
+        "event": {"kind": "event", "category": ["process"],
+                  "type": ["start" if phase == "start" else "end"], "action": phase,
+                  "severity": severity.rank + 1, "dataset": "mail_integrity.lifecycle"},
+        "message": clip(f"mail-integrity {phase}" + (f": {detail}" if detail else ""), 512),
+        "host": {"name": host},
+        "service": {"name": "mail-integrity", "version": version},
+        "log": _syslog(severity),
+    }  # fmt: skip
+    sd = {"host": host, "phase": phase, "version": version}
+    return str(severity), f"MI-LIFECYCLE-{phase.upper()}", sd, body
+
+
+# --- logging --------------------------------------------------------------------------
+
+_HANDLER_NAME = "mail-integrity-stderr"
+
+
+def _shared() -> list[Any]:
+    return [
+        structlog.contextvars.merge_contextvars,
+        stdlib.add_log_level,
+        stdlib.add_logger_name,
+        processors.TimeStamper(fmt="iso", utc=True),
+        stdlib.ExtraAdder(),
+    ]
+
+
+def _renderer(as_json: bool) -> list[Any]:
+    """Final processors; tracebacks never carry locals (they can hold keys or passwords)."""
+    if as_json:
+        no_locals = tracebacks.ExceptionDictTransformer(show_locals=False)
+        return [processors.ExceptionRenderer(no_locals), processors.JSONRenderer(sort_keys=True)]
+    return [dev.ConsoleRenderer(colors=False, exception_formatter=dev.plain_traceback)]
+
+
+def level_for(verbosity: int) -> int:
+    """``-q`` -1 errors only, default 0 warnings, ``-v`` 1 info, ``-vv`` 2 debug."""
+    levels = {-1: logging.ERROR, 0: logging.WARNING, 1: logging.INFO}
+    return levels.get(max(-1, verbosity), logging.DEBUG)
+
+
+def configure_logging(verbosity: int, json: bool) -> None:
+    """structlog through stdlib, to stderr, so watchdog's own warnings join the pipeline.
+
+    Idempotent: a second call replaces our handler instead of adding one.
+    """
+    level = level_for(verbosity)
+    structlog.configure(
+        processors=[
+            stdlib.filter_by_level,
+            *_shared(),
+            stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=stdlib.LoggerFactory(),
+        wrapper_class=stdlib.BoundLogger,
+        cache_logger_on_first_use=False,
+    )
+    formatter = stdlib.ProcessorFormatter(
+        foreign_pre_chain=_shared(),
+        processors=[stdlib.ProcessorFormatter.remove_processors_meta, *_renderer(json)],
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.set_name(_HANDLER_NAME)
+    handler.setFormatter(formatter)
+    handler.setLevel(level)
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if h.get_name() == _HANDLER_NAME]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+
+
+class _OverflowFilter(logging.Filter):
+    """Calls the hooks when watchdog reports a kernel inotify queue overflow; logs pass."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.callbacks: list[Callable[[], None]] = []
+        self.lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "overflow" in record.getMessage().lower():
+            with self.lock:
+                callbacks = list(self.callbacks)
+            for callback in callbacks:
+                try:
+                    callback()
+                except Exception:  # watchdog's thread must not die of our hook
+                    logging.getLogger(__name__).exception("inotify overflow hook failed")
+        return True
+
+
+_overflow = _OverflowFilter()
+
+
+def add_overflow_hook(callback: Callable[[], None]) -> None:
+    """Call ``callback`` (on watchdog's thread) when inotify events were lost.
+
+    watchdog tells its handlers nothing; it only logs a WARNING on ``OVERFLOW_LOGGER``.
+    The logger's level is pinned to WARNING so ``-q`` cannot silence the trigger.
+    """
+    logger = logging.getLogger(OVERFLOW_LOGGER)
+    if _overflow not in logger.filters:
+        logger.addFilter(_overflow)
+    if logger.level == logging.NOTSET or logger.level > logging.WARNING:
+        logger.setLevel(logging.WARNING)
+    with _overflow.lock:
+        _overflow.callbacks.append(callback)
+
+
+def clear_overflow_hooks() -> None:
+    """Forget every hook (daemon restart in-process, tests)."""
+    with _overflow.lock:
+        _overflow.callbacks.clear()

@@ -1,0 +1,380 @@
+"""Findings -> SIEM events (ECS body, SD params), logging setup, and the overflow hook."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import structlog
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from structlog.testing import capture_logs
+
+from integrity import emit
+from integrity.emit import (
+    OVERFLOW_LOGGER,
+    VALUE_MAX,
+    add_overflow_hook,
+    clear_overflow_hooks,
+    configure_logging,
+    finding_event,
+    heartbeat_event,
+    lifecycle_event,
+    resolved_event,
+)
+from integrity.model import Finding, Severity
+from integrity.syslog import SD_ID, format_message, pri
+from tests.rsyslog_harness import parse_5424
+
+HOST = "mx1.example.org"
+
+
+def _finding(**overrides: Any) -> Finding:
+    args: dict[str, Any] = {
+        "path": "/usr/sbin/sendmail",
+        "rule": "MI-SETID-ADDED",
+        "severity": Severity.CRITICAL,
+        "message": "set-user-ID bit added to /usr/sbin/sendmail",
+        "attribute": "mode",
+        "before": 0o2555,
+        "after": 0o6555,
+    }
+    args.update(overrides)
+    return Finding(**args)
+
+
+def _strings(value: Any) -> Iterator[str]:
+    """Every string leaf (keys included) of a JSON-able value."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield k
+            yield from _strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _strings(v)
+    elif isinstance(value, str):
+        yield value
+
+
+# --- finding events --------------------------------------------------------------------
+
+
+def test_finding_event_mode_change():
+    """A mode finding carries rule, path, octal modes and ECS fields, nested."""
+    severity, msgid, sd, body = finding_event(_finding(), host=HOST)
+    assert (severity, msgid) == ("critical", "MI-SETID-ADDED")
+    assert sd == {
+        "path": "/usr/sbin/sendmail", "rule": "MI-SETID-ADDED", "severity": "critical",
+        "attribute": "mode", "before": "2555", "after": "6555", "host": HOST,
+    }  # fmt: skip
+    assert body["file"] == {"path": "/usr/sbin/sendmail", "mode": "6555"}
+    assert body["event"]["kind"] == "alert"
+    assert body["event"]["category"] == ["file"] and body["event"]["type"] == ["change"]
+    assert body["event"]["action"] == "finding"
+    assert body["rule"]["id"] == "MI-SETID-ADDED"
+    assert body["host"] == {"name": HOST}
+    assert body["message"] == "set-user-ID bit added to /usr/sbin/sendmail"
+    assert body["log"]["syslog"]["severity"] == {"code": 2, "name": "crit"}
+    assert (body["labels"]["before"], body["labels"]["after"]) == ("2555", "6555")
+
+
+@pytest.mark.parametrize(
+    ("severity", "number", "level"),
+    [
+        (Severity.INFO, 1, "info"),
+        (Severity.LOW, 2, "notice"),
+        (Severity.MEDIUM, 3, "warning"),
+        (Severity.HIGH, 4, "err"),
+        (Severity.CRITICAL, 5, "crit"),
+    ],
+)
+def test_event_severity_scale(severity, number, level):
+    """event.severity grows with our severity; the syslog level follows PRODUCT.md."""
+    sev, _, sd, body = finding_event(_finding(severity=severity), host=HOST)
+    assert sev == str(severity) == sd["severity"]
+    assert body["event"]["severity"] == number
+    assert body["log"]["syslog"]["severity"]["name"] == level
+
+
+@pytest.mark.parametrize(
+    ("attribute", "before", "after", "file_extra", "shown"),
+    [
+        ("uid", 0, 1000, {"uid": "1000"}, ("0", "1000")),
+        ("owner", "root", "mallory", {"owner": "mallory"}, ("root", "mallory")),
+        ("content", "blake3:aa", "blake3:bb", {}, ("blake3:aa", "blake3:bb")),
+        ("", None, None, {}, ("", "")),
+        ("facts", {"relayhost": ["a"]}, {}, {}, ('{"relayhost": ["a"]}', "{}")),
+        ("mode", None, 0o644, {"mode": "0644"}, ("", "0644")),
+    ],
+)
+def test_attribute_values_are_stringified(attribute, before, after, file_extra, shown):
+    """before/after become strings; ECS file.* gets the new value when ECS has a field."""
+    f = _finding(attribute=attribute, before=before, after=after, severity=Severity.HIGH)
+    _, _, sd, body = finding_event(f, host=HOST)
+    assert (sd["before"], sd["after"]) == shown
+    assert body["file"] == {"path": f.path, **file_extra}
+
+
+def test_long_values_are_truncated():
+    """Huge before/after values are cut to a bounded length with an ellipsis."""
+    f = _finding(attribute="facts", before="a" * 10_000, after=list(range(5000)))
+    _, _, sd, body = finding_event(f, host=HOST)
+    assert len(sd["before"]) == len(sd["after"]) == VALUE_MAX
+    assert sd["before"].endswith("…") and body["labels"]["after"] == sd["after"]
+
+
+@pytest.mark.parametrize("action", ["finding", "realert"])
+def test_actions_keep_the_severity(action):
+    """New and re-sent findings go out at their own syslog severity."""
+    severity, _, _, body = finding_event(_finding(), host=HOST, action=action)
+    assert severity == "critical" and body["event"]["action"] == action
+
+
+def test_resolved_event_is_info_but_names_the_original():
+    """A resolved finding is syslog info, with the original severity kept for the SIEM."""
+    severity, msgid, sd, body = resolved_event(_finding(), host=HOST)
+    assert (severity, msgid) == ("info", "MI-SETID-ADDED")
+    assert body["event"]["action"] == "resolved"
+    assert body["event"]["severity"] == 5 and sd["severity"] == "critical"
+
+
+def test_unknown_action_is_rejected():
+    """Only finding, realert and resolved exist."""
+    with pytest.raises(ValueError, match="action"):
+        finding_event(_finding(), host=HOST, action="deleted")
+
+
+def test_secret_finding_adds_no_content():
+    """For a secret, every string in the event comes from the Finding or fixed schema words."""
+    f = _finding(
+        path="/etc/postfix/sasl_passwd", rule="MI-PERM-LOOSENED", severity=Severity.HIGH,
+        message="sasl_passwd readable by others", attribute="mode", before=0o600, after=0o644,
+    )  # fmt: skip
+    _, _, sd, body = finding_event(f, host=HOST)
+    schema = {
+        "@timestamp", "ecs", "version", "event", "kind", "category", "type", "action",
+        "severity", "dataset", "rule", "id", "name", "file", "path", "mode", "message", "host",
+        "log", "syslog", "code", "labels", "attribute", "before", "after", "alert", "change",
+        "finding", "mail_integrity.finding", "emerg", "crit", "err", emit.ECS_VERSION,
+    }  # fmt: skip
+    from_finding = {f.path, f.rule, f.message, "mode", "0600", "0644", "high", HOST}
+    extra = set(_strings(body)) - schema - from_finding - {body["@timestamp"]}
+    assert extra == set()
+    assert set(sd.values()) <= from_finding | {""}
+
+
+def test_undecodable_path_gives_valid_utf8():
+    """A path with non-UTF-8 bytes still yields an event that encodes as UTF-8."""
+    path = os.fsdecode(b"/etc/mail/\xffbad")
+    _, _, sd, body = finding_event(_finding(path=path), host=HOST)
+    assert sd["path"] == "/etc/mail/\\xffbad" == body["file"]["path"]
+    json.dumps(body, ensure_ascii=False).encode("utf-8")
+
+
+def test_timestamp_is_now_in_utc():
+    """@timestamp is the emission time, RFC 3339 UTC."""
+    _, _, _, body = finding_event(_finding(), host=HOST)
+    stamp = datetime.strptime(body["@timestamp"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    assert abs(datetime.now(UTC) - stamp) < timedelta(minutes=1)
+
+
+@settings(deadline=None)  # shared CI machines stall; correctness, not speed
+@given(
+    path=st.text(min_size=1),
+    rule=st.from_regex(r"MI-[A-Z]{1,12}-[A-Z]{1,12}", fullmatch=True),
+    before=st.one_of(st.none(), st.integers(), st.text()),
+    after=st.one_of(st.none(), st.integers(), st.text()),
+)
+def test_every_event_formats_and_parses_back(path, rule, before, after):
+    """Any finding's event makes a valid RFC 5424 message whose SD and body parse back."""
+    f = _finding(path=path, rule=rule, attribute="content", before=before, after=after)
+    severity, msgid, sd, body = finding_event(f, host=HOST)
+    text = json.dumps(body, ensure_ascii=False)
+    out = format_message(
+        pri=pri(10, severity), timestamp=datetime.now(UTC), hostname=HOST, app_name="mi",
+        procid="1", msgid=msgid, sd=[(SD_ID, sd)], msg=text,
+    )  # fmt: skip
+    parsed = parse_5424(out.decode("utf-8"))
+    assert parsed["sd"][SD_ID] == sd
+    assert json.loads(parsed["msg"]) == body
+
+
+# --- heartbeat and lifecycle -----------------------------------------------------------
+
+
+def test_heartbeat_event_carries_sequence_and_stats():
+    """The heartbeat has its number and the sender's counters, at info."""
+    stats = {"sent": 10, "queued": 2, "dropped": 0, "connected": True}
+    severity, msgid, sd, body = heartbeat_event(7, stats, host=HOST)
+    assert (severity, msgid) == ("info", "MI-HEARTBEAT")
+    assert sd == {"host": HOST, "heartbeat": "7", "sent": "10", "queued": "2", "dropped": "0",
+                  "connected": "True"}  # fmt: skip
+    assert body["event"]["sequence"] == 7 and body["event"]["kind"] == "state"
+    assert body["labels"]["queued"] == "2"
+
+
+@pytest.mark.parametrize(
+    ("phase", "severity", "ecs_type"), [("start", "info", "start"), ("stop", "low", "end")]
+)
+def test_lifecycle_events(phase, severity, ecs_type):
+    """Start is info; stop is low (notice), since an attacker may be stopping us."""
+    sev, msgid, sd, body = lifecycle_event(phase, host=HOST, version="0.1.0", detail="SIGTERM")
+    assert (sev, msgid) == (severity, f"MI-LIFECYCLE-{phase.upper()}")
+    assert sd == {"host": HOST, "phase": phase, "version": "0.1.0"}
+    assert body["event"]["type"] == [ecs_type]
+    assert body["message"] == f"mail-integrity {phase}: SIGTERM"
+
+
+def test_lifecycle_rejects_unknown_phase():
+    """Only start and stop exist."""
+    with pytest.raises(ValueError):
+        lifecycle_event("pause", host=HOST)
+
+
+# --- logging ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def clean_logging() -> Iterator[None]:
+    """Restore the root logger, structlog and the overflow hooks after the test."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    watch = logging.getLogger(OVERFLOW_LOGGER)
+    watch_level = watch.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    watch.setLevel(watch_level)
+    clear_overflow_hooks()
+    structlog.reset_defaults()
+
+
+@pytest.mark.parametrize(
+    ("verbosity", "shown", "hidden"),
+    [(-1, ["error"], ["warning"]), (0, ["warning", "error"], ["info"]),
+     (1, ["info", "warning"], ["debug"]), (2, ["debug", "info"], [])],
+)  # fmt: skip
+def test_verbosity_selects_levels(clean_logging, capsys, verbosity, shown, hidden):
+    """-q shows errors only, default warnings, -v info, -vv debug; all on stderr."""
+    configure_logging(verbosity, json=False)
+    log = structlog.get_logger("integrity.test")
+    for name in ["debug", "info", "warning", "error"]:
+        getattr(log, name)(f"msg-{name}")
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert all(f"msg-{n}" in err for n in shown)
+    assert not any(f"msg-{n}" in err for n in hidden)
+
+
+def test_json_logging_has_no_locals(clean_logging, capsys):
+    """JSON logs are one object per line, and tracebacks never show local variables."""
+    configure_logging(0, json=True)
+    log = structlog.get_logger("integrity.test")
+    password = "hunter2-do-not-log"
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError:
+        log.exception("failed", path="/etc/mail/auth")
+    record = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
+    assert record["event"] == "failed" and record["path"] == "/etc/mail/auth"
+    assert record["level"] == "error" and "exception" in record
+    assert password not in json.dumps(record)
+    del password
+
+
+def test_console_logging_has_no_locals(clean_logging, capsys):
+    """The console renderer prints a plain traceback, never the frame's locals."""
+    configure_logging(0, json=False)
+    secret = "hunter2-do-not-log"
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError:
+        structlog.get_logger("integrity.test").exception("failed")
+    err = capsys.readouterr().err
+    assert "RuntimeError: boom" in err and secret not in err
+    del secret
+
+
+def test_configure_logging_twice_keeps_one_handler(clean_logging, capsys):
+    """Reconfiguring replaces our handler instead of printing every line twice."""
+    configure_logging(0, json=False)
+    configure_logging(0, json=True)
+    structlog.get_logger("integrity.test").warning("once")
+    assert capsys.readouterr().err.count("once") == 1
+
+
+def test_stdlib_records_from_watchdog_join_the_pipeline(clean_logging, capsys):
+    """A plain logging warning (as watchdog emits) is rendered by the same formatter."""
+    configure_logging(0, json=True)
+    logging.getLogger("watchdog.observers.inotify").warning("plain %s", "record")
+    record = json.loads(capsys.readouterr().err.strip())
+    assert record["event"] == "plain record"
+    assert record["logger"] == "watchdog.observers.inotify"
+
+
+def test_capture_logs_sees_sender_events(clean_logging, tmp_path):
+    """Sender log events carry structured keys (checked with structlog's capture_logs)."""
+    from integrity.syslog import SyslogSender
+
+    sender = SyslogSender("tcp://127.0.0.1:9", outbox_path=None, hostname=HOST, queue_size=1)
+    with capture_logs() as logs:
+        sender.send("info", "MI-A", {}, {})
+        sender.send("info", "MI-B", {}, {})
+    sender.close(0.1)
+    assert logs == [
+        {"event": "syslog outbox full, dropped lowest-severity messages", "count": 1,
+         "log_level": "warning"},
+    ]  # fmt: skip
+
+
+# --- inotify overflow hook -------------------------------------------------------------
+
+WATCHDOG_MESSAGE = "Inotify queue overflowed; filesystem events were lost"
+
+
+def test_overflow_warning_calls_the_hook(clean_logging):
+    """watchdog's overflow WARNING triggers every registered callback."""
+    calls: list[str] = []
+    add_overflow_hook(lambda: calls.append("a"))
+    add_overflow_hook(lambda: calls.append("b"))
+    logging.getLogger(OVERFLOW_LOGGER).warning(WATCHDOG_MESSAGE)
+    assert calls == ["a", "b"]
+
+
+def test_other_watchdog_messages_do_not_call_the_hook(clean_logging):
+    """Only the overflow message is a trigger."""
+    calls: list[int] = []
+    add_overflow_hook(lambda: calls.append(1))
+    logging.getLogger(OVERFLOW_LOGGER).warning("watch removed")
+    assert calls == []
+
+
+def test_overflow_hook_fires_even_when_quiet(clean_logging, capsys):
+    """With -q (errors only) the warning is not shown, but the hook still runs."""
+    configure_logging(-1, json=False)
+    calls: list[int] = []
+    add_overflow_hook(lambda: calls.append(1))
+    logging.getLogger(OVERFLOW_LOGGER).warning(WATCHDOG_MESSAGE)
+    assert calls == [1]
+    assert WATCHDOG_MESSAGE not in capsys.readouterr().err
+
+
+def test_failing_hook_does_not_break_logging(clean_logging, capsys):
+    """A hook that raises is logged; the next hook and the warning itself still happen."""
+    configure_logging(0, json=False)
+    calls: list[int] = []
+
+    def broken() -> None:
+        raise RuntimeError("hook bug")
+
+    add_overflow_hook(broken)
+    add_overflow_hook(lambda: calls.append(1))
+    logging.getLogger(OVERFLOW_LOGGER).warning(WATCHDOG_MESSAGE)
+    err = capsys.readouterr().err
+    assert calls == [1]
+    assert "inotify overflow hook failed" in err and WATCHDOG_MESSAGE in err

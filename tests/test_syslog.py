@@ -1,0 +1,595 @@
+"""The RFC 5424 sender: formatting, URLs, framing, outbox, and delivery to a real rsyslogd."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import closing
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from structlog.testing import capture_logs
+
+from integrity.errors import ConfigError, IOFailure
+from integrity.syslog import (
+    SD_ID,
+    SyslogSender,
+    Target,
+    backoff_delay,
+    facility_code,
+    format_message,
+    format_sd,
+    frame,
+    parse_url,
+    pri,
+    sequence_id,
+    tls_context,
+    truncate_utf8,
+    utf8_safe,
+)
+from tests.rsyslog_harness import Rsyslog, available, free_port, make_pki, parse_5424
+
+TS = datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
+FAST = {"backoff": (0.05, 0.5), "confirm_hold": 0.05, "connect_timeout": 2.0}
+
+
+def _msg(**overrides: Any) -> bytes:
+    args: dict[str, Any] = {
+        "pri": 82, "timestamp": TS, "hostname": "mx1.example.org", "app_name": "mail-integrity",
+        "procid": "42", "msgid": "MI-SETID-ADDED", "sd": [], "msg": "",
+    }  # fmt: skip
+    args.update(overrides)
+    return format_message(**args)
+
+
+# --- formatting ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("facility", "severity", "expected"),
+    [
+        (10, "critical", 82),
+        (10, "high", 83),
+        (10, "medium", 84),
+        (10, "low", 85),
+        (10, "info", 86),
+        (4, "CRITICAL", 34),
+        (0, "info", 6),
+        (23, "high", 187),
+    ],
+)
+def test_pri_maps_product_severities_to_syslog_levels(facility, severity, expected):
+    """PRI is facility*8 + crit/err/warning/notice/info for critical..info."""
+    assert pri(facility, severity) == expected
+
+
+@pytest.mark.parametrize(("facility", "severity"), [(24, "info"), (-1, "info"), (10, "urgent")])
+def test_pri_rejects_bad_facility_or_severity(facility, severity):
+    """An out-of-range facility or an unknown severity is a programming error."""
+    with pytest.raises(ValueError):
+        pri(facility, severity)
+
+
+@pytest.mark.parametrize(
+    ("name", "code"), [("authpriv", 10), ("AUTH", 4), ("local4", 20), ("mail", 2), ("23", 23)]
+)
+def test_facility_code_accepts_names_and_numbers(name, code):
+    """Config may name a facility or give its number."""
+    assert facility_code(name) == code
+
+
+@pytest.mark.parametrize("name", ["local8", "24", "", "security"])
+def test_facility_code_rejects_unknown(name):
+    """An unknown facility is a config error listing the valid names."""
+    with pytest.raises(ConfigError, match="unknown syslog facility"):
+        facility_code(name)
+
+
+def test_format_message_exact_bytes():
+    """Header, SD, BOM and MSG come out exactly as RFC 5424 lays them out."""
+    out = _msg(sd=[(SD_ID, {"path": "/etc/mail/aliases"}), ("meta", {"sequenceId": "7"})], msg="hi")
+    assert out == (
+        b"<82>1 2024-05-06T07:08:09.123456Z mx1.example.org mail-integrity 42 MI-SETID-ADDED "
+        b'[mi@32473 path="/etc/mail/aliases"][meta sequenceId="7"] \xef\xbb\xbfhi'
+    )
+
+
+def test_format_message_without_sd_or_msg_uses_nilvalue_and_no_bom():
+    """No SD gives ``-``; an empty MSG leaves out the space and the BOM."""
+    assert _msg(hostname="", app_name="", procid="", msgid="") == (
+        b"<82>1 2024-05-06T07:08:09.123456Z - - - - -"
+    )
+
+
+@pytest.mark.parametrize(
+    ("field", "cap", "position"),
+    [("hostname", 255, 2), ("app_name", 48, 3), ("procid", 128, 4), ("msgid", 32, 5)],
+)
+def test_header_fields_are_capped(field, cap, position):
+    """HOSTNAME 255, APP-NAME 48, PROCID 128, MSGID 32 characters at most."""
+    parts = _msg(**{field: "x" * 1000}).split(b" ")
+    assert parts[position] == b"x" * cap
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("mx 1", "mx_1"), ("mx\t1", "mx_1"), ("héllo", "h_llo"), ("a\x00b", "a_b"), ("~!", "~!")],
+)
+def test_header_fields_are_printusascii_only(value, expected):
+    """Spaces, control and non-ASCII characters cannot break the header: they become ``_``."""
+    assert _msg(hostname=value).split(b" ")[2] == expected.encode()
+
+
+@pytest.mark.parametrize(
+    ("value", "escaped"),
+    [('a"b', r"a\"b"), ("a\\b", r"a\\b"), ("a]b", r"a\]b"), ("[x=y]", r"[x=y\]"), ("é", "é")],
+)
+def test_sd_values_are_escaped(value, escaped):
+    """``"``, ``\\`` and ``]`` are backslash-escaped in PARAM-VALUE; UTF-8 stays as is."""
+    assert format_sd([("x", {"k": value})]) == f'[x k="{escaped}"]'
+
+
+@pytest.mark.parametrize("name", ["", "a b", 'a"b', "a=b", "a]b", "x" * 33, "é"])
+def test_sd_names_must_be_valid(name):
+    """SD-IDs and PARAM-NAMEs are ours; an invalid one is a bug, not something to mangle."""
+    with pytest.raises(ValueError):
+        format_sd([(name, {})])
+    with pytest.raises(ValueError):
+        format_sd([("ok", {name: "v"})])
+
+
+def test_timestamp_is_converted_to_utc():
+    """A timestamp in another zone is written in UTC with microseconds and ``Z``."""
+    local = TS.astimezone(timezone(timedelta(hours=2)))
+    assert b" 2024-05-06T07:08:09.123456Z " in _msg(timestamp=local)
+
+
+def test_naive_timestamp_is_rejected():
+    """A naive datetime could be local time; refuse to guess."""
+    with pytest.raises(ValueError, match="timezone"):
+        _msg(timestamp=datetime(2024, 1, 1))
+
+
+@settings(deadline=None)  # shared CI machines stall; correctness, not speed
+@given(st.text(), st.text(), st.text())
+def test_any_text_gives_valid_utf8_and_roundtrips(value, msg, host):
+    """Whatever the text (even lone surrogates), the message is valid UTF-8 and parses back."""
+    out = _msg(sd=[(SD_ID, {"v": value})], msg=msg, hostname=host)
+    parsed = parse_5424(out.decode("utf-8"))
+    assert parsed["sd"][SD_ID]["v"] == utf8_safe(value)
+    assert parsed["msg"] == utf8_safe(msg)
+    assert parsed["bom"] is bool(msg)
+
+
+@pytest.mark.parametrize(
+    ("raw", "shown"),
+    [(b"/etc/mail/\xff", "/etc/mail/\\xff"), (b"/ok/\xc3\xa9", "/ok/é"), (b"a\xc3", "a\\xc3")],
+)
+def test_utf8_safe_shows_undecodable_path_bytes(raw, shown):
+    """Bytes ``os.fsdecode`` kept as surrogate escapes come out as visible ``\\xNN``."""
+    assert utf8_safe(os.fsdecode(raw)) == shown
+
+
+@settings(deadline=None)  # shared CI machines stall; correctness, not speed
+@given(st.text(), st.integers(min_value=0, max_value=300))
+def test_truncate_utf8_is_a_valid_prefix(text, limit):
+    """Truncation keeps at most ``limit`` bytes, is a prefix, and still decodes as UTF-8."""
+    data = utf8_safe(text).encode()
+    cut = truncate_utf8(data, limit)
+    assert len(cut) <= limit
+    assert data.startswith(cut)
+    assert cut.decode("utf-8") == data.decode("utf-8")[: len(cut.decode("utf-8"))]
+    if len(data) <= limit:
+        assert cut == data
+
+
+@pytest.mark.parametrize(
+    ("transport", "size", "expected_len"),
+    [("udp", 100, 100), ("udp", 70_000, 2048), ("tcp", 100, 100), ("tls", 70_000, 8192)],
+)
+def test_frame_caps_and_counts_octets(transport, size, expected_len):
+    """UDP sends <= 2048 bytes as is; TCP/TLS prefix ``LEN SP`` with a body <= 8192 bytes."""
+    framed = frame(transport, b"a" * size)
+    if transport == "udp":
+        assert framed == b"a" * expected_len
+    else:
+        assert framed == b"%d " % expected_len + b"a" * expected_len
+
+
+@pytest.mark.parametrize(("attempt", "low", "high"), [(0, 1, 1), (1, 1, 2), (3, 4, 8), (9, 30, 60)])
+def test_backoff_grows_with_jitter_within_bounds(attempt, low, high):
+    """Delay for attempt n lies in [d/2, d] with d = min(60, 2**n), never under 1 s."""
+    rnd = random.Random(attempt)
+    delays = [backoff_delay(attempt, 1.0, 60.0, rnd) for _ in range(200)]
+    assert all(low <= d <= high for d in delays)
+    assert len(set(delays)) > 1 or low == high
+
+
+@pytest.mark.parametrize(
+    ("seq", "sid"), [(1, 1), (2**31 - 1, 2**31 - 1), (2**31, 1), (2**31 + 5, 6)]
+)
+def test_sequence_id_wraps_after_2_31(seq, sid):
+    """RFC 5424's sequenceId is 1..2147483647 and then starts over at 1."""
+    assert sequence_id(seq) == sid
+
+
+# --- URLs ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "target"),
+    [
+        ("udp://10.0.0.1:5514", Target("udp", "10.0.0.1", 5514)),
+        ("tcp://siem.example.org", Target("tcp", "siem.example.org", 514)),
+        ("tls://siem.example.org", Target("tls", "siem.example.org", 6514)),
+        ("udp://[::1]:514", Target("udp", "::1", 514)),
+        ("tls://[2001:db8::5]", Target("tls", "2001:db8::5", 6514)),
+        (" tcp://h:1/ ", Target("tcp", "h", 1)),
+    ],
+)
+def test_parse_url_accepts_the_three_transports(url, target):
+    """udp/tcp/tls URLs with default ports 514/514/6514 and bracketed IPv6."""
+    assert parse_url(url) == target
+    assert parse_url(str(target)) == target
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("syslog://h:514", "scheme"),
+        ("h:514", "scheme"),
+        ("", "scheme"),
+        ("udp://", "no host"),
+        ("udp://:514", "no host"),
+        ("tcp://h:99999", "out of range"),
+        ("tcp://h:port", "integer"),
+        ("tcp://h:0", "port 0"),
+        ("tcp://h:514/path", "only scheme"),
+        ("tcp://h:514?x=1", "only scheme"),
+        ("tls://[::1:514", "Invalid IPv6"),
+    ],
+)
+def test_parse_url_rejects_with_one_line(url, reason):
+    """A bad URL is a ConfigError whose one-line message says what is wrong."""
+    with pytest.raises(ConfigError, match="bad syslog URL") as exc:
+        parse_url(url)
+    assert reason in exc.value.message
+    assert "\n" not in exc.value.message
+
+
+def test_parse_url_never_echoes_a_password():
+    """Userinfo is refused, and the error message does not repeat the password."""
+    with pytest.raises(ConfigError) as exc:
+        parse_url("tls://admin:hunter2@siem:6514")
+    assert "hunter2" not in exc.value.message
+
+
+def test_tls_context_missing_ca_is_config_error(tmp_path):
+    """A CA file that does not exist fails at construction, naming the file."""
+    with pytest.raises(ConfigError, match=r"nope\.pem"):
+        tls_context(str(tmp_path / "nope.pem"), None, None, True)
+
+
+def test_tls_context_encrypted_key_fails_instead_of_prompting(tmp_path):
+    """A passphrase-protected client key is a config error, not a terminal prompt."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"secret-pass"),
+    )
+    (tmp_path / "k.pem").write_bytes(pem)
+    pki = make_pki(tmp_path / "pki")
+    with pytest.raises(ConfigError) as exc:
+        tls_context(str(pki.ca), str(pki.client_cert), str(tmp_path / "k.pem"), True)
+    assert "secret-pass" not in exc.value.message
+
+
+# --- outbox (no server needed) ---------------------------------------------------------
+
+
+@pytest.fixture
+def senders() -> Iterator[Callable[..., SyslogSender]]:
+    """Factory of senders that are all closed after the test (no leaked threads)."""
+    made: list[SyslogSender] = []
+
+    def make(url: str, **kwargs: Any) -> SyslogSender:
+        kwargs.setdefault("hostname", "mx-test")
+        sender = SyslogSender(url, **{**FAST, **kwargs})
+        made.append(sender)
+        return sender
+
+    yield make
+    for sender in made:
+        sender.close(0.2)
+
+
+def _query(box: str, sql: str) -> list[tuple[Any, ...]]:
+    with closing(sqlite3.connect(box)) as db:
+        return db.execute(sql).fetchall()
+
+
+def _dead_url() -> str:
+    return f"tcp://127.0.0.1:{free_port()}"
+
+
+def test_send_persists_and_sequence_survives_restart(tmp_path, senders):
+    """Messages wait in the on-disk outbox; a new sender continues the sequence."""
+    box = str(tmp_path / "outbox.db")
+    first = senders(_dead_url(), outbox_path=box)
+    assert [first.send("info", "MI-T", {}, {"n": i}) for i in range(3)] == [1, 2, 3]
+    first.close(0.1)
+    second = senders(_dead_url(), outbox_path=box)
+    assert second.stats()["queued"] == 3
+    assert second.send("high", "MI-T", {}, {}) == 4
+    rows = _query(box, "SELECT seq, rank FROM outbox ORDER BY seq")
+    assert rows == [(1, 0), (2, 0), (3, 0), (4, 3)]
+
+
+def test_full_outbox_drops_lowest_severity_oldest_first(tmp_path, senders):
+    """With the outbox full, info goes before low (oldest first), and critical stays."""
+    box = str(tmp_path / "outbox.db")
+    sender = senders(_dead_url(), outbox_path=box, queue_size=4)
+    for severity in ["critical", "info", "low", "info", "medium", "high", "info"]:
+        sender.send(severity, "MI-X", {}, {})
+    kept = [s for (s,) in _query(box, "SELECT seq FROM outbox ORDER BY seq")]
+    assert kept == [1, 3, 5, 6]  # info 2, info 4, then the new info 7 itself went
+    assert sender.stats()["dropped"] == 3
+    assert sender.stats()["queued"] == 4
+
+
+def test_byte_cap_is_enforced(tmp_path, senders):
+    """The outbox never holds more than ``max_outbox_bytes`` of messages."""
+    box = str(tmp_path / "outbox.db")
+    sender = senders(_dead_url(), outbox_path=box, max_outbox_bytes=4000)
+    for i in range(20):
+        sender.send("info", "MI-I", {"i": str(i)}, {"pad": "x" * 500})
+    total = _query(box, "SELECT total(length(data)) FROM outbox")[0][0]
+    assert 0 < total <= 4000
+    assert sender.stats()["dropped"] > 0
+
+
+def test_sender_thread_survives_unexpected_errors(tmp_path, senders):
+    """An unexpected error in the sender thread is logged and the thread keeps running."""
+    port = free_port()
+    with socket.create_server(("127.0.0.1", port)) as server:
+        box = str(tmp_path / "outbox.db")
+        sender = senders(f"tcp://127.0.0.1:{port}", outbox_path=box)
+        with capture_logs() as logs:
+            sender.start()
+            _query(box, "DROP TABLE outbox")  # someone tampers with the spool
+            deadline = time.monotonic() + 5
+            while not any(e["event"].startswith("syslog sender failed") for e in logs):
+                assert time.monotonic() < deadline, logs
+                time.sleep(0.02)
+            time.sleep(0.2)
+            assert sender.alive()
+        server.close()
+
+
+def test_outbox_file_is_private_and_never_a_symlink(tmp_path, senders):
+    """The outbox is created 0600, and a symlink planted at its path is refused."""
+    box = tmp_path / "outbox.db"
+    senders(_dead_url(), outbox_path=str(box))
+    assert box.stat().st_mode & 0o777 == 0o600
+    planted = tmp_path / "planted.db"
+    planted.symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(ConfigError, match="syslog outbox"):
+        senders(_dead_url(), outbox_path=str(planted))
+    assert not (tmp_path / "elsewhere").exists()
+
+
+def test_send_into_a_broken_outbox_is_an_io_failure(tmp_path, senders):
+    """If the spool cannot take a message, the caller gets IOFailure, not a sqlite error."""
+    box = str(tmp_path / "outbox.db")
+    sender = senders(_dead_url(), outbox_path=box)
+    _query(box, "DROP TABLE outbox")
+    with pytest.raises(IOFailure, match="syslog outbox"):
+        sender.send("high", "MI-X", {}, {})
+
+
+def test_send_rejects_unknown_severity(tmp_path, senders):
+    """Severities are the product's five names; anything else is a bug."""
+    sender = senders(_dead_url(), outbox_path=None)
+    with pytest.raises(ValueError):
+        sender.send("emergency", "MI-X", {}, {})
+
+
+# --- real rsyslogd ---------------------------------------------------------------------
+
+needs_rsyslog = pytest.mark.skipif(not available(), reason="rsyslog + rsyslog-gnutls missing")
+
+
+@pytest.fixture(scope="module")
+def rsyslog(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rsyslog]:
+    """One rsyslogd for the module; each test tells its messages apart by hostname."""
+    with Rsyslog(tmp_path_factory.mktemp("rsyslog")) as server:
+        yield server
+
+
+def _from(host: str) -> Callable[[list[str]], list[dict[str, Any]]]:
+    def pick(lines: list[str]) -> list[dict[str, Any]]:
+        return [p for p in map(parse_5424, lines) if p["host"] == host]
+
+    return pick
+
+
+def _seqs(parsed: list[dict[str, Any]]) -> list[int]:
+    return [int(p["sd"]["meta"]["sequenceId"]) for p in parsed]
+
+
+@needs_rsyslog
+@pytest.mark.slow
+@pytest.mark.parametrize("transport", ["udp", "tcp", "tls"])
+def test_delivery_to_rsyslog(rsyslog, senders, tmp_path, transport):
+    """Each transport delivers PRI, MSGID, SD params, sequenceId and the JSON body."""
+    host = f"deliver-{transport}"
+    sender = senders(rsyslog.url(transport), outbox_path=str(tmp_path / "o.db"), hostname=host,
+                     ca_file=str(rsyslog.pki.ca))  # fmt: skip
+    sender.start()
+    sd = {"path": '/etc/mail/"odd]\\name', "rule": "MI-SETID-ADDED"}
+    body = {"file": {"path": "/etc/mail/x", "mode": "4755"}, "message": "ünïcode"}
+    seq = sender.send("critical", "MI-SETID-ADDED", sd, body)
+    got = _from(host)(rsyslog.wait_for(lambda m: len(_from(host)(m)) == 1))[0]
+    assert (got["pri"], got["msgid"], got["app"]) == (82, "MI-SETID-ADDED", "mail-integrity")
+    assert got["sd"][SD_ID] == sd
+    assert got["sd"]["meta"] == {"sequenceId": str(seq)}
+    assert got["bom"] and json.loads(got["msg"]) == body
+    assert sender.flush(2) and sender.stats()["queued"] == 0
+
+
+@needs_rsyslog
+@pytest.mark.slow
+@pytest.mark.parametrize(("transport", "limit"), [("udp", 2048), ("tcp", 8192)])
+def test_huge_body_is_capped_and_stays_utf8(rsyslog, senders, tmp_path, transport, limit):
+    """A 70 KB body of 2-byte characters arrives cut to the transport's cap, valid UTF-8."""
+    host = f"huge-{transport}"
+    sender = senders(rsyslog.url(transport), outbox_path=str(tmp_path / "o.db"), hostname=host)
+    sender.start()
+    sender.send("high", "MI-BIG", {}, {"blob": "é" * 35_000 + "x"})
+    line = rsyslog.wait_for(lambda m: len(_from(host)(m)) == 1)  # decodes strictly as UTF-8
+    raw = next(m for m in line if f" {host} " in m).encode()
+    assert limit - 2 <= len(raw) <= limit
+    assert raw.endswith("é".encode())
+
+
+@needs_rsyslog
+@pytest.mark.slow
+def test_outage_loses_nothing_and_keeps_order(rsyslog, senders, tmp_path):
+    """Messages sent while the server is down all arrive, in order, once it is back."""
+    host = "outage"
+    sender = senders(rsyslog.url("tcp"), outbox_path=str(tmp_path / "o.db"), hostname=host)
+    sender.start()
+    first = sender.send("info", "MI-UP", {}, {})
+    rsyslog.wait_for(lambda m: len(_from(host)(m)) == 1)
+    rsyslog.stop()
+    try:
+        sent = [sender.send("medium", "MI-DOWN", {}, {"i": i}) for i in range(50)]
+        time.sleep(0.3)
+        assert sender.stats()["queued"] >= 50
+    finally:
+        rsyslog.start()
+    assert sender.flush(10)
+    got = _seqs(_from(host)(rsyslog.wait_for(lambda m: len(_from(host)(m)) >= 51)))
+    assert sent == list(range(first + 1, first + 51))
+    assert sorted(set(got)) == [first, *sent]  # no gap
+    assert [s for i, s in enumerate(got) if s not in got[:i]] == [first, *sent]  # in order
+
+
+@needs_rsyslog
+@pytest.mark.slow
+def test_unconfirmed_messages_are_replayed_after_reconnect(rsyslog, senders, tmp_path):
+    """Written but unconfirmed messages are sent again after a reconnect: duplicates, no loss."""
+    host = "replay"
+    box = str(tmp_path / "o.db")
+    sender = senders(rsyslog.url("tcp"), outbox_path=box, hostname=host, confirm_hold=30.0)
+    sender.start()
+    sent = [sender.send("high", "MI-R", {}, {"i": i}) for i in range(3)]
+    rsyslog.wait_for(lambda m: len(_from(host)(m)) == 3)
+    assert sender.stats()["queued"] == 3  # written, still held for confirmation
+    rsyslog.stop()
+    rsyslog.start()
+    got = _seqs(_from(host)(rsyslog.wait_for(lambda m: len(_from(host)(m)) == 6, timeout=10)))
+    assert got == sent + sent
+
+
+_KILLED_CHILD = """
+import os, signal, sys
+from integrity.syslog import SyslogSender
+s = SyslogSender(sys.argv[1], outbox_path=sys.argv[2], hostname="killed", backoff=(0.05, 0.1))
+s.start()
+for i in range(20):
+    s.send("high", "MI-KILLED", {"i": str(i)}, {"i": i})
+print("queued", flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@needs_rsyslog
+@pytest.mark.slow
+def test_pending_messages_survive_a_killed_process(rsyslog, senders, tmp_path):
+    """A process SIGKILLed during an outage leaves its outbox; the next one sends it all."""
+    box = str(tmp_path / "o.db")
+    child = subprocess.run(
+        [sys.executable, "-c", _KILLED_CHILD, _dead_url(), box],
+        capture_output=True, text=True, timeout=30, cwd=Path(__file__).parent.parent,
+    )  # fmt: skip
+    assert child.returncode == -signal.SIGKILL and "queued" in child.stdout, child.stderr
+    sender = senders(rsyslog.url("tcp"), outbox_path=box, hostname="killed")
+    sender.start()
+    assert sender.flush(10)
+    got = _from("killed")(rsyslog.wait_for(lambda m: len(_from("killed")(m)) >= 20))
+    assert _seqs(got) == list(range(1, 21))
+    assert [p["sd"][SD_ID]["i"] for p in got] == [str(i) for i in range(20)]
+
+
+@needs_rsyslog
+@pytest.mark.slow
+def test_dropped_messages_are_reported_when_the_link_returns(rsyslog, senders, tmp_path):
+    """A full outbox keeps the critical message, drops info, and says so once connected."""
+    host = "dropper"
+    rsyslog.stop()
+    try:
+        sender = senders(rsyslog.url("tcp"), outbox_path=str(tmp_path / "o.db"), hostname=host,
+                         queue_size=10)  # fmt: skip
+        sender.start()
+        crit = sender.send("critical", "MI-CRIT", {}, {})
+        infos = [sender.send("info", "MI-INFO", {}, {"i": i}) for i in range(20)]
+    finally:
+        rsyslog.start()
+    assert sender.flush(10)
+    got = _from(host)(
+        rsyslog.wait_for(lambda m: any(p["msgid"] == "MI-SYSLOG-DROPPED" for p in _from(host)(m)))
+    )
+    ids = {p["msgid"]: p for p in got}
+    assert ids["MI-CRIT"]["sd"]["meta"]["sequenceId"] == str(crit)
+    assert _seqs([p for p in got if p["msgid"] == "MI-INFO"]) == infos[-9:]
+    dropped = ids["MI-SYSLOG-DROPPED"]
+    assert dropped["sd"][SD_ID]["dropped"] == "11" == str(sender.stats()["dropped"])
+    assert json.loads(dropped["msg"])["labels"]["dropped"] == "11"
+    assert dropped["pri"] == 10 * 8 + 4  # medium: only info was lost
+
+
+@needs_rsyslog
+@pytest.mark.slow
+def test_tls_with_an_untrusted_ca_sends_nothing(rsyslog, senders, tmp_path):
+    """A server whose certificate the configured CA did not sign gets no messages."""
+    host = "wrong-ca"
+    sender = senders(rsyslog.url("tls"), outbox_path=str(tmp_path / "o.db"), hostname=host,
+                     ca_file=str(rsyslog.pki.other_ca))  # fmt: skip
+    with capture_logs() as logs:
+        sender.start()
+        sender.send("critical", "MI-X", {}, {})
+        assert not sender.flush(0.5)
+    assert sender.stats() == {"sent": 0, "queued": 1, "dropped": 0, "connected": False}
+    assert any("CERTIFICATE_VERIFY_FAILED" in e.get("error", "") for e in logs)
+    assert _from(host)(rsyslog.messages()) == []
+
+
+@needs_rsyslog
+@pytest.mark.slow
+def test_tls_client_certificate(tmp_path, senders):
+    """A receiver that requires client certificates accepts ours."""
+    with Rsyslog(tmp_path / "srv", require_client_cert=True) as server:
+        sender = senders(server.url("tls"), outbox_path=str(tmp_path / "o.db"), hostname="cc",
+                         ca_file=str(server.pki.ca), cert_file=str(server.pki.client_cert),
+                         key_file=str(server.pki.client_key))  # fmt: skip
+        sender.start()
+        sender.send("high", "MI-CC", {}, {})
+        assert _from("cc")(server.wait_for(lambda m: len(m) == 1))[0]["msgid"] == "MI-CC"
+        assert sender.flush(2)
