@@ -49,7 +49,9 @@ class Config:
     watch: WatchConfig = field(default_factory=WatchConfig)
 
 
-def _section(path: str, name: str, data: dict[str, Any], cls: type) -> Any:
+def _section(path: str, name: str, data: object, cls: type) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: [{name}] must be a table, not {data!r}")
     known = {f.name: f for f in fields(cls)}
     values: dict[str, Any] = {}
     for key, value in data.items():

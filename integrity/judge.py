@@ -162,7 +162,7 @@ def _acl_state(rec: FileRecord, role: Role) -> list[Finding]:
 
 def check_child(rec: FileRecord, parent: Rule) -> list[Finding]:
     """A queue or mailbox entry: permissions only, never content (mail at rest is private)."""
-    expect = parent.children or Expect()
+    expect = parent.children or Expect(deny=0o007)  # mail at rest: nothing for others
     out: list[Finding] = []
     if parent.role == Role.SPOOL and (
         rec.ftype == FileType.SYMLINK or (rec.ftype == FileType.FILE and rec.nlink > 1)
@@ -327,7 +327,10 @@ def _added(
     else:
         out = [Finding(rec.path, "MI-FILE-ADDED", Severity.MEDIUM,
                        f"new {rec.ftype} in monitored {where}", "", None, str(rec.ftype), fix=fix)]
-    out.extend(check_state(rec, rule, role))
+    for f in check_state(rec, rule, role):
+        if f.rule == "MI-EXPECT-CAPABILITY":  # a new file that brings capabilities
+            f = replace(f, rule="MI-CAPABILITY-ADDED", severity=Severity.CRITICAL)
+        out.append(f)
     out.extend(assess_facts(rec, rule))
     return out
 
@@ -596,6 +599,9 @@ def _extended_changed(
 
 def _content_changed(ctx: _Ctx) -> list[Finding]:
     old, new, rule, role = ctx.old, ctx.new, ctx.rule, ctx.role
+    if role == Role.SECRET:
+        return [Finding(new.path, "MI-SECRET-CHANGED", Severity.MEDIUM,
+                        "secret content changed (content not shown)", "content")]
     if ctx.triage is not None and old.digest != new.digest:
         reason = ctx.triage(new)
         if reason:

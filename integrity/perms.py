@@ -70,17 +70,23 @@ def classify_grant(bits: int, rec: FileRecord, role: Role, mode_after: int) -> l
                 bits & S_SETID,
             )
         )
-    elif bits & stat.S_ISGID and is_dir:
+    if bits & stat.S_ISGID and is_dir:
         grants.append(
             Grant("DIR-SETGID", Severity.LOW, "set-group-ID on a directory", bits & stat.S_ISGID)
+        )
+    if bits & stat.S_ISUID and is_dir:
+        grants.append(
+            Grant("DIR-SETUID", Severity.MEDIUM, "set-user-ID on a directory (unusual)",
+                  bits & stat.S_ISUID)
         )
     if bits & stat.S_IWOTH:
         if is_dir and mode_after & stat.S_ISVTX:
             grants.append(
                 Grant(
-                    "PERM-LOOSENED",
-                    Severity.MEDIUM,
-                    "world-writable (sticky) directory",
+                    "PERM-WORLD-WRITABLE",
+                    Severity.CRITICAL,
+                    "anyone on the host can now create files in it (sticky only protects "
+                    "files from deletion by others)",
                     stat.S_IWOTH,
                 )
             )

@@ -82,10 +82,16 @@ def _write_new(path: str, data: bytes, mode: int) -> None:
         raise ConfigError(f"{path}: cannot create: {exc.strerror}") from exc
     try:
         os.fchmod(fd, mode)
-        os.write(fd, data)
+        _write_all(fd, data)
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def fingerprint(pub: Ed25519PublicKey) -> str:
@@ -293,7 +299,7 @@ class Ledger:
             tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
         )
         try:
-            os.write(fd, data)
+            _write_all(fd, data)
             os.fsync(fd)
         finally:
             os.close(fd)

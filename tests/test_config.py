@@ -118,11 +118,6 @@ def test_unknown_key_or_wrong_type_names_file_and_key(
 
 
 @pytest.mark.parametrize("text", ['syslog = "udp://h:514"\n', "watch = 5\n"])
-@pytest.mark.xfail(
-    strict=True,
-    reason="config._section calls .items() on a non-table section value: AttributeError "
-    "escapes instead of ConfigError",
-)
 def test_section_that_is_not_a_table_is_a_config_error(tmp_path: Path, text: str) -> None:
     """`syslog = "..."` instead of a [syslog] table is a ConfigError naming the key."""
     path = write(tmp_path, text)

@@ -194,11 +194,6 @@ def test_any_change_to_the_monitors_own_files_is_critical(
     assert f.message.startswith("mail-integrity's own file: ")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="perms.classify_grant grades o+w on a sticky dir medium; PRODUCT.md: anything in "
-    "scope made world-writable is critical",
-)
 def test_directory_made_sticky_world_writable_is_critical() -> None:
     """/etc/mail going 0755 -> 1777 lets anyone plant files there: critical."""
     old = for_role(Role.DIRECTORY, mode=0o755)
@@ -206,11 +201,6 @@ def test_directory_made_sticky_world_writable_is_critical() -> None:
     assert max(f.severity.rank for f in found) == CRIT.rank
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="perms.classify_grant drops u+s on a directory, so judge falls through to "
-    "MI-PERM-TIGHTENED (low, 'permissions tightened (0755 -> 4755)')",
-)
 def test_setuid_added_on_a_directory_is_not_called_a_tightening() -> None:
     """u+s appearing on a directory is an added bit, never reported as a tightening."""
     old = for_role(Role.DIRECTORY, mode=0o755)
@@ -375,11 +365,6 @@ def test_secret_findings_never_carry_digests_or_content(change: dict[str, Any]) 
         assert needle not in text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="judge._content_changed runs triage before the secret branch and copies both "
-    "digests into MI-PACKAGE-UPGRADE before/after",
-)
 def test_secret_explained_by_triage_carries_no_digests() -> None:
     """Even a package-explained secret change never shows its content digests."""
     old = for_role(Role.SECRET, mode=0o600)
@@ -478,11 +463,6 @@ def test_path_named_by_the_profile_appearing_is_high(
     assert note in f.message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a new file carrying capabilities gets only MI-EXPECT-CAPABILITY (high); PRODUCT.md "
-    "grades 'file capability added' critical, as a new set-id file already is",
-)
 def test_added_file_with_capabilities_is_critical() -> None:
     """A new file that gains privileges when run is critical, like a new set-id file."""
     new = rec("/etc/mail/helper", mode=0o755, caps="cap_setuid+ep")
@@ -684,11 +664,6 @@ def test_spool_link_finding_names_the_link_kind() -> None:
     assert f.fix is not None and f.fix.startswith("remove /var/mail/alice")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="check_child uses Expect() when a queue rule has no [file.children]: no mode check "
-    "at all; PRODUCT.md promises no queue file readable or writable beyond the owner",
-)
 def test_queue_without_child_expectation_still_flags_world_readable_files() -> None:
     """A world-readable queue file is flagged even if the profile gave no children table."""
     bare = rule(Role.QUEUE, "/var/spool/mqueue-client")

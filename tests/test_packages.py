@@ -191,7 +191,7 @@ def test_detect_backend_none(tmp_path: Path) -> None:
     ],
 )
 def test_dpkg_lookup(dpkg_root: Path, path: str, expected: PackageFile | None) -> None:
-    """Lookup follows md5sums, conffiles, diversions and merged /usr; absent packages don't count."""
+    """Lookup follows md5sums, conffiles, diversions, merged /usr; absent packages do not count."""
     found = DpkgBackend(str(dpkg_root)).lookup(path)
     if expected is None:
         assert found is None
@@ -237,7 +237,9 @@ TRIAGE = [
 
 
 @pytest.mark.parametrize(("path", "replace", "expected"), TRIAGE)
-def test_dpkg_triage(dpkg_root: Path, path: str, replace: bytes | None, expected: str | None) -> None:
+def test_dpkg_triage(
+    dpkg_root: Path, path: str, replace: bytes | None, expected: str | None
+) -> None:
     """A changed file is explained only when its live content is the package's."""
     if replace is not None:
         write(dpkg_root, path, replace)
@@ -254,9 +256,7 @@ def test_dpkg_triage(dpkg_root: Path, path: str, replace: bytes | None, expected
         ("/etc/mta/local.conf", None, "not from any package"),
     ],
 )
-def test_dpkg_provenance(
-    dpkg_root: Path, path: str, replace: bytes | None, expected: str
-) -> None:
+def test_dpkg_provenance(dpkg_root: Path, path: str, replace: bytes | None, expected: str) -> None:
     """provenance says whether the live file is, differs from, or is not a package's file."""
     if replace is not None:
         write(dpkg_root, path, replace)

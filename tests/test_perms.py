@@ -58,7 +58,7 @@ def test_fmt_is_four_octal_digits(mode: int, text: str) -> None:
         (FileType.DIR, Role.DIRECTORY, 0o2000, 0o2755, [("DIR-SETGID", Severity.LOW)]),
         (FileType.DIR, Role.DIRECTORY, 0o020, 0o775, [("PERM-GROUP-WRITABLE", Severity.HIGH)]),
         (FileType.FILE, Role.CONFIG, 0o002, 0o646, [("PERM-WORLD-WRITABLE", Severity.CRITICAL)]),
-        (FileType.DIR, Role.DIRECTORY, 0o002, 0o1777, [("PERM-LOOSENED", Severity.MEDIUM)]),
+        (FileType.DIR, Role.DIRECTORY, 0o002, 0o1777, [("PERM-WORLD-WRITABLE", Severity.CRITICAL)]),
         (FileType.FILE, Role.MAP, 0o020, 0o664, [("PERM-GROUP-WRITABLE", Severity.HIGH)]),
         (FileType.FILE, Role.GENERATED, 0o020, 0o664, [("PERM-GROUP-WRITABLE", Severity.HIGH)]),
         (FileType.FILE, Role.VOLATILE, 0o020, 0o664, [("PERM-GROUP-WRITABLE", Severity.MEDIUM)]),
