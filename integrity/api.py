@@ -18,7 +18,7 @@ from integrity import analyzers, scanner
 from integrity.compare import NO_CONTENT, compare
 from integrity.errors import ConfigError, UsageError
 from integrity.judge import Triage, assess_facts, check_child, check_parent, check_state, judge
-from integrity.model import FileRecord, FileType, Finding, Report, Role, ScanWarning
+from integrity.model import FileRecord, FileType, Finding, Report, Role, ScanWarning, Severity
 from integrity.policy import Expect, Policy, Rule, detect, load
 from integrity.policy import profile_dirs as default_profile_dirs
 from integrity.store import Store
@@ -86,15 +86,35 @@ def with_self(policy: Policy, root: str) -> Policy:
 
     pkg = os.path.dirname(os.path.abspath(integrity.__file__))
     extra = [
-        Rule(f"{pkg}/*.py", Role.BINARY, "self", Expect(deny=0o022), optional=True,
-             note="mail-integrity's own code"),
-        Rule(f"{pkg}/analyzers/*.py", Role.BINARY, "self", Expect(deny=0o022), optional=True,
-             note="mail-integrity's own code"),
+        Rule(
+            f"{pkg}/*.py",
+            Role.BINARY,
+            "self",
+            Expect(deny=0o022),
+            optional=True,
+            note="mail-integrity's own code",
+        ),
+        Rule(
+            f"{pkg}/analyzers/*.py",
+            Role.BINARY,
+            "self",
+            Expect(deny=0o022),
+            optional=True,
+            note="mail-integrity's own code",
+        ),
     ]
     script = shutil.which("mail-integrity")
     if script:
-        extra.append(Rule(os.path.abspath(script), Role.BINARY, "self", Expect(deny=0o022),
-                          optional=True, note="the mail-integrity command"))
+        extra.append(
+            Rule(
+                os.path.abspath(script),
+                Role.BINARY,
+                "self",
+                Expect(deny=0o022),
+                optional=True,
+                note="the mail-integrity command",
+            )
+        )
     return Policy(policy.profiles, policy.rules + tuple(extra))
 
 
@@ -104,7 +124,8 @@ def make_plan(root: str, policy: Policy, *, only: Iterable[str] | None = None) -
     for rule in policy.rules:
         if rule.is_glob:
             for path in _glob(root, rule.pattern):
-                _add_target(root, plan, policy, path)
+                if rule.matches(path):  # glob.glob's ** also yields the directory itself
+                    _add_target(root, plan, policy, path)
         elif os.path.lexists(scanner.host_path(root, rule.pattern)):
             _add_target(root, plan, policy, rule.pattern)
         elif not rule.optional:
@@ -124,7 +145,7 @@ def make_plan(root: str, policy: Policy, *, only: Iterable[str] | None = None) -
 
 def _glob(root: str, pattern: str) -> list[str]:
     found = glob.glob(pattern.lstrip("/"), root_dir=root, recursive=True, include_hidden=True)
-    return sorted("/" + p for p in found)
+    return sorted("/" + p.rstrip("/") for p in found)
 
 
 def _add_target(root: str, plan: Plan, policy: Policy, path: str) -> None:
@@ -331,6 +352,18 @@ class Options:
     db: str = "/var/lib/mail-integrity/baseline.db"
     profiles: tuple[str, ...] = ("auto",)
     profile_dirs: tuple[str, ...] = ()
+    public_key: str | None = None  # when set, the baseline must carry a valid signature
+    pinned_fingerprint: str | None = None
+    ledger: str | None = None  # highest generation seen, kept outside the database
+    packages: bool = True  # package-aware triage (dpkg md5sums, rpm) when available
+
+
+@dataclass(frozen=True, slots=True)
+class SignKey:
+    """The private signing key (meant to live off the host) and its passphrase."""
+
+    path: str
+    passphrase: bytes
 
 
 def _check_root(root: str) -> str:
@@ -339,7 +372,7 @@ def _check_root(root: str) -> str:
     return os.path.abspath(root)
 
 
-def init(opts: Options, *, progress: Progress | None = None) -> Report:
+def init(opts: Options, *, progress: Progress | None = None, sign: SignKey | None = None) -> Report:
     """Build a new baseline; the report lists what the live state already violates."""
     root = _check_root(opts.root)
     policy = resolve_policy(root, opts.profiles, opts.profile_dirs)
@@ -350,6 +383,8 @@ def init(opts: Options, *, progress: Progress | None = None) -> Report:
         store.set_meta("root", root)
         store.set_meta("profiles", ",".join(policy.profiles))
         store.set_meta("host", hostname())
+        if sign is not None:
+            seal(store, sign)
         report = Report(
             findings=state_findings(snap), warnings=snap.warnings, scanned=len(snap.records)
         )
@@ -370,7 +405,8 @@ def _header(store: Store, root: str, policy: Policy, command: str) -> dict[str, 
         "db": store.path,
         "generation": store.generation,
         "baseline": store.get_meta("rows_digest"),
-        "signed": False,
+        "signed": bool(store.get_meta("signature")),
+        "signer": store.get_meta("signer"),
         "host": hostname(),
     }
 
@@ -391,6 +427,7 @@ def open_baseline(
     """The store, the root and policy it was built with, and its records and roles."""
     store = Store.open(opts.db)
     try:
+        check_signature(store, opts)  # first: with a key, an edited row is a forgery (20)
         baseline, raw_roles = store.load_baseline()
         root = _check_root(opts.root if opts.root != "/" else store.get_meta("root", "/") or "/")
         names = (
@@ -426,7 +463,11 @@ def verify(
     try:
         scope = None if only is None else sorted(set(only))
         snap = snapshot(root, policy, only=scope, progress=progress)
-        report = diff_report(baseline, roles, snap, policy, scope=scope, triage=triage)
+        auto_triage, provenance = package_triage(root, opts)
+        report = diff_report(
+            baseline, roles, snap, policy, scope=scope, triage=triage or auto_triage
+        )
+        report.findings = explain_binaries(report.findings, snap.records, provenance)
         if enforce:
             _enforce(root, report, baseline, snap.records)
         report.header = _header(store, root, policy, "verify")
@@ -440,7 +481,9 @@ def verify(
 
 
 def _enforce(
-    root: str, report: Report, baseline: Mapping[str, FileRecord],
+    root: str,
+    report: Report,
+    baseline: Mapping[str, FileRecord],
     current: Mapping[str, FileRecord],
 ) -> None:
     from integrity.enforce import enforce
@@ -483,13 +526,22 @@ def diff_report(
 
 
 def update(
-    opts: Options, *, paths: Iterable[str] | None, reason: str, who: str | None = None
+    opts: Options,
+    *,
+    paths: Iterable[str] | None,
+    reason: str,
+    who: str | None = None,
+    sign: SignKey | None = None,
 ) -> int:
     """Accept the live state of ``paths`` (all when None) into the baseline; returns count."""
     if not reason.strip():
         raise UsageError("update needs --reason: say why the change is accepted")
     store, root, policy, baseline, roles = open_baseline(opts)
     try:
+        if store.get_meta("signature") and sign is None:
+            raise UsageError(
+                f"{opts.db} is signed: accepting changes needs the signing key (--sign-key)"
+            )
         scope = None if paths is None else sorted({_norm(p) for p in paths})
         snap = snapshot(root, policy, only=scope)
         if scope is not None:
@@ -509,6 +561,8 @@ def update(
             reason=reason,
             before={p: baseline.get(p) for p in changed},
         )
+        if sign is not None:
+            seal(store, sign)
         run = store.begin_run("update", root, policy.profiles, hostname())
         store.finish_run(run, {"accepted": count, "reason": reason}, 0)
     finally:
@@ -568,11 +622,16 @@ class Session:
         finally:
             store.close()
         self.plan = make_plan(self.root, self.policy)
+        self.auto_triage, self.provenance = package_triage(self.root, self.opts)
 
     def _stale(self) -> bool:
         store = Store.open(self.opts.db)
         try:
-            return store.generation != self.generation
+            if store.generation != self.generation:
+                check_signature(store, self.opts)
+                store.load_baseline()  # refuses edited rows before we trust them
+                return True
+            return False
         finally:
             store.close()
 
@@ -597,7 +656,7 @@ class Session:
         if host == root:
             return "/"
         if host.startswith(root + "/"):
-            return host[len(root):]
+            return host[len(root) :]
         return None
 
     def check(
@@ -613,15 +672,26 @@ class Session:
         else:
             snap = snapshot(self.root, self.policy, only=paths, plan=self.plan)
             scope = sorted(set(snap.records) | {t for t in paths if t in self.baseline})
-        report = diff_report(self.baseline, self.roles, snap, self.policy, scope=scope,
-                             triage=self.triage)
+        report = diff_report(
+            self.baseline,
+            self.roles,
+            snap,
+            self.policy,
+            scope=scope,
+            triage=self.triage or self.auto_triage,
+        )
+        report.findings = explain_binaries(report.findings, snap.records, self.provenance)
         if self.enforce:
             _enforce(self.root, report, self.baseline, snap.records)
         store = Store.open(self.opts.db)
         try:
             report.header = _header(store, self.root, self.policy, "watch")
-            run = store.begin_run("watch" if paths is not None else "watch-full", self.root,
-                                  self.policy.profiles, hostname())
+            run = store.begin_run(
+                "watch" if paths is not None else "watch-full",
+                self.root,
+                self.policy.profiles,
+                hostname(),
+            )
             track_scope = None if paths is None else sorted(set(paths) | set(snap.records))
             new, resolved = store.track_findings(run, report.findings, scope=track_scope)
             store.finish_run(run, _summary(report), report.exit_code())
@@ -652,13 +722,18 @@ def _fleet_record(rec: FileRecord) -> FileRecord:
             return num
         return 0 if name == "root" else 1_000_000 + zlib.crc32(name.encode())
 
-    return replace(rec, uid=ident(rec.owner, rec.uid), gid=ident(rec.group, rec.gid),
-                   mtime_ns=0, ctime_ns=0, inode=0, nlink=1)
+    return replace(
+        rec,
+        uid=ident(rec.owner, rec.uid),
+        gid=ident(rec.group, rec.gid),
+        mtime_ns=0,
+        ctime_ns=0,
+        inode=0,
+        nlink=1,
+    )
 
 
-def compare_baselines(
-    db_a: str, db_b: str, *, profile_dirs: Iterable[str] = ()
-) -> Report:
+def compare_baselines(db_a: str, db_b: str, *, profile_dirs: Iterable[str] = ()) -> Report:
     """Fleet drift: how host B's baseline differs from host A's (A is the reference)."""
     loaded = []
     for db in (db_a, db_b):
@@ -681,11 +756,19 @@ def compare_baselines(
     kinds: dict[str, set[str]] = {"added": set(), "removed": set(), "changed": set()}
     for ch in changes:
         kinds[str(ch.kind)].add(ch.path)
-    report = Report(findings=_dedupe(findings), added=len(kinds["added"]),
-                    removed=len(kinds["removed"]), changed=len(kinds["changed"]),
-                    scanned=len(set(a) | set(b)))
-    report.header = {"command": "compare", "reference": db_a, "other": db_b,
-                     "profiles": list(policy.profiles)}
+    report = Report(
+        findings=_dedupe(findings),
+        added=len(kinds["added"]),
+        removed=len(kinds["removed"]),
+        changed=len(kinds["changed"]),
+        scanned=len(set(a) | set(b)),
+    )
+    report.header = {
+        "command": "compare",
+        "reference": db_a,
+        "other": db_b,
+        "profiles": list(policy.profiles),
+    }
     return report
 
 
@@ -694,3 +777,85 @@ def _role(text: str) -> Role:
         return Role(text)
     except ValueError:
         return Role.DIRECTORY
+
+
+# -- trust: signatures, rollback ledger, package triage ------------------------------------
+
+
+def signed_payload(store: Store) -> bytes:
+    from integrity import signing
+
+    profiles = [p for p in (store.get_meta("profiles", "") or "").split(",") if p]
+    return signing.payload(
+        rows_digest=store.current_digest(),
+        host=store.get_meta("host", "") or "",
+        generation=store.generation,
+        signed_at=store.get_meta("signed_at", "") or "",
+        root=store.get_meta("root", "/") or "/",
+        profiles=profiles,
+    )
+
+
+def seal(store: Store, key: SignKey) -> str:
+    """Sign the baseline's canonical digest (not the SQLite bytes); returns the signer."""
+    from integrity import signing
+    from integrity.store import now
+
+    store.set_meta("signed_at", now())
+    signature = signing.sign(key.path, key.passphrase, signed_payload(store))
+    pub = signing.signer(key.path, key.passphrase)
+    store.set_meta("signature", signature)
+    store.set_meta("signer", pub)
+    return pub
+
+
+def check_signature(store: Store, opts: Options) -> None:
+    """With a public key configured: valid signature, and no rollback to an older generation."""
+    if not opts.public_key:
+        return
+    from integrity import signing
+
+    signing.check(
+        opts.public_key,
+        signed_payload(store),
+        store.get_meta("signature"),
+        pinned=opts.pinned_fingerprint,
+    )
+    ledger = signing.Ledger(opts.ledger) if opts.ledger else signing.Ledger()
+    fpr = signing.fingerprint(signing.load_public(opts.public_key))
+    key = signing.Ledger.key_for(fpr, os.path.abspath(store.path))
+    ledger.check(key, store.generation)
+    ledger.record(key, store.generation)
+
+
+def package_triage(
+    root: str, opts: Options
+) -> tuple[Triage | None, Callable[[FileRecord], str] | None]:
+    """(triage, provenance) from the package manager under root, when there is one."""
+    if not opts.packages:
+        return None, None
+    from integrity import packages
+
+    backend = packages.detect_backend(root)
+    if backend is None:
+        return None, None
+    return packages.make_triage(root, backend), lambda rec: packages.provenance(root, backend, rec)
+
+
+def explain_binaries(
+    findings: list[Finding],
+    current: Mapping[str, FileRecord],
+    provenance: Callable[[FileRecord], str] | None,
+) -> list[Finding]:
+    """Say where a changed binary stands against its package; one that differs is critical."""
+    if provenance is None:
+        return findings
+    out = []
+    for f in findings:
+        rec = current.get(f.path)
+        if f.rule in ("MI-BINARY-CHANGED", "MI-SETID-BINARY-REPLACED") and rec is not None:
+            where = provenance(rec)
+            sev = Severity.CRITICAL if where.startswith("differs from") else f.severity
+            f = replace(f, severity=sev, message=f"{f.message} ({where})")
+        out.append(f)
+    return out

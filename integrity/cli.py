@@ -51,6 +51,11 @@ def common_options(func: F) -> F:
             multiple=True,
             help="Extra directory of local profiles (overrides shipped ones).",
         ),
+        click.option(
+            "--public-key",
+            default=None,
+            help="Ed25519 public key: the baseline must carry its valid signature.",
+        ),
         click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text"),
         click.option("-v", "--verbose", count=True),
         click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors."),
@@ -67,8 +72,79 @@ def build(ctx_args: dict[str, Any]) -> tuple[api.Options, Config]:
         db=ctx_args.get("db") or os.environ.get("MAIL_INTEGRITY_DB") or cfg.db,
         profiles=tuple(ctx_args.get("profiles") or ()) or cfg.profiles,
         profile_dirs=tuple(ctx_args.get("profile_dirs") or ()) + cfg.profile_dirs,
+        public_key=ctx_args.get("public_key") or cfg.public_key,
+        pinned_fingerprint=cfg.pinned_fingerprint,
+        ledger=cfg.ledger,
+        packages=cfg.packages,
     )
     return opts, cfg
+
+
+def sign_options(func: F) -> F:
+    """--sign-key and where its passphrase comes from (never a command-line argument)."""
+    func = click.option(
+        "--passphrase-file",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help="Read the key's passphrase from this file (else "
+        "$MAIL_INTEGRITY_PASSPHRASE, else a prompt).",
+    )(func)
+    return click.option(
+        "--sign-key",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help="Private Ed25519 key: sign the baseline (see `keygen`).",
+    )(func)
+
+
+def passphrase(path: str | None, *, confirm: bool = False) -> bytes:
+    if path:
+        try:
+            with open(path, "rb") as fh:
+                return fh.read().rstrip(b"\r\n")
+        except OSError as exc:
+            raise UsageError(f"{path}: cannot read the passphrase: {exc.strerror}") from exc
+    env = os.environ.get("MAIL_INTEGRITY_PASSPHRASE")
+    if env:
+        return env.encode()
+    if not sys.stdin.isatty():
+        raise UsageError("no passphrase: use --passphrase-file or $MAIL_INTEGRITY_PASSPHRASE")
+    text: str = click.prompt("passphrase", hide_input=True, confirmation_prompt=confirm)
+    return text.encode()
+
+
+def sign_key(kw: dict[str, Any]) -> api.SignKey | None:
+    path = kw.pop("sign_key", None)
+    pass_file = kw.pop("passphrase_file", None)
+    if not path:
+        return None
+    return api.SignKey(path, passphrase(pass_file))
+
+
+def announce(cfg: Config, opts: api.Options, command: str) -> None:
+    """Tell the SIEM the new baseline's fingerprint and generation (it keeps the truth too)."""
+    if not cfg.syslog.url:
+        return
+    from integrity import emit
+    from integrity.daemon import make_sender
+    from integrity.store import Store
+
+    store = Store.open(opts.db)
+    try:
+        event = emit.baseline_event(
+            command,
+            generation=store.generation,
+            digest=store.get_meta("rows_digest") or "",
+            signer=store.get_meta("signer") or "",
+            host=api.hostname(),
+        )
+    finally:
+        store.close()
+    sender = make_sender(cfg, None)
+    if sender is not None:
+        sender.start()
+        sender.send(*event)
+        sender.close(10.0)
 
 
 @contextmanager
@@ -109,6 +185,7 @@ def cli() -> None:
 
 @cli.command()
 @common_options
+@sign_options
 def init(**kw: Any) -> int:
     """Build the baseline from the detected (or named) profiles.
 
@@ -117,9 +194,11 @@ def init(**kw: Any) -> int:
 
     Example: mail-integrity init --root /srv/mx-chroot --db /tmp/mx.db
     """
-    opts, _ = build(kw)
+    key = sign_key(kw)
+    opts, cfg = build(kw)
     with progress_counter(not kw["quiet"]) as tick:
-        rep = api.init(opts, progress=tick)
+        rep = api.init(opts, progress=tick, sign=key)
+    announce(cfg, opts, "init")
     emit_report(rep, kw["fmt"], kw["quiet"], kw["verbose"])
     if kw["fmt"] == "text" and not kw["quiet"]:
         click.echo(f"\nbaseline written to {opts.db} ({rep.scanned} paths)")
@@ -128,8 +207,11 @@ def init(**kw: Any) -> int:
 
 @cli.command()
 @common_options
-@click.option("--enforce", is_flag=True,
-              help="Restore loosened modes and changed owners to the baseline (never content).")
+@click.option(
+    "--enforce",
+    is_flag=True,
+    help="Restore loosened modes and changed owners to the baseline (never content).",
+)
 def verify(enforce: bool, **kw: Any) -> int:
     """Compare the live system with the baseline; exit code is a bitmask.
 
@@ -155,6 +237,7 @@ def verify(enforce: bool, **kw: Any) -> int:
 )
 @click.option("--all", "accept_all", is_flag=True, help="Accept every current difference.")
 @click.option("--reason", required=True, help="Why the change is accepted (kept in history).")
+@sign_options
 def update(accept: tuple[str, ...], accept_all: bool, reason: str, **kw: Any) -> int:
     """Accept changes into the baseline, keeping who, when and why.
 
@@ -162,8 +245,10 @@ def update(accept: tuple[str, ...], accept_all: bool, reason: str, **kw: Any) ->
     """
     if bool(accept) == accept_all:
         raise UsageError("update needs either --accept PATH... or --all")
-    opts, _ = build(kw)
-    count = api.update(opts, paths=None if accept_all else list(accept), reason=reason)
+    key = sign_key(kw)
+    opts, cfg = build(kw)
+    count = api.update(opts, paths=None if accept_all else list(accept), reason=reason, sign=key)
+    announce(cfg, opts, "update")
     if kw["fmt"] == "json":
         click.echo(json.dumps({"accepted": count, "reason": reason}))
     elif not kw["quiet"]:
@@ -260,6 +345,35 @@ def profiles(name: str | None, **kw: Any) -> int:
     return 0
 
 
+@cli.command()
+@click.option(
+    "--private",
+    "private_path",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Where to write the passphrase-protected private key (keep it off the host).",
+)
+@click.option(
+    "--public",
+    "public_path",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Where to write the public key (goes on the host, public_key in config).",
+)
+@click.option("--passphrase-file", type=click.Path(dir_okay=False), default=None)
+def keygen(private_path: str, public_path: str, passphrase_file: str | None) -> int:
+    """Make an Ed25519 key pair for signing baselines; prints the fingerprint.
+
+    Example: mail-integrity keygen --private ~/mx1-baseline.key --public mx1-baseline.pub
+    """
+    from integrity import signing
+
+    fpr = signing.keygen(private_path, public_path, passphrase(passphrase_file, confirm=True))
+    click.echo(f"wrote {private_path} (private, keep it off the host) and {public_path}")
+    click.echo(f"fingerprint {fpr} (pin it: pinned_fingerprint in config.toml)")
+    return 0
+
+
 @cli.command("compare")
 @click.argument("reference", type=click.Path(exists=True, dir_okay=False))
 @click.argument("other", type=click.Path(exists=True, dir_okay=False))
@@ -299,8 +413,11 @@ def demo(keep: bool) -> int:
     help="udp://H:P, tcp://H:P or tls://H:P (default from config).",
 )
 @click.option("--once", is_flag=True, hidden=True, help="Start, verify, and stop (tests).")
-@click.option("--enforce", is_flag=True,
-              help="Restore loosened modes and changed owners to the baseline (never content).")
+@click.option(
+    "--enforce",
+    is_flag=True,
+    help="Restore loosened modes and changed owners to the baseline (never content).",
+)
 def watch(syslog_url: str | None, once: bool, enforce: bool, **kw: Any) -> int:
     """Real-time monitoring daemon: inotify events -> findings -> remote syslog.
 
@@ -309,8 +426,9 @@ def watch(syslog_url: str | None, once: bool, enforce: bool, **kw: Any) -> int:
     from integrity import daemon
 
     opts, cfg = build(kw)
-    return daemon.run(opts, cfg, syslog_url=syslog_url, once=once, verbose=kw["verbose"],
-                      enforce=enforce)
+    return daemon.run(
+        opts, cfg, syslog_url=syslog_url, once=once, verbose=kw["verbose"], enforce=enforce
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -45,6 +45,9 @@ class Config:
     profiles: tuple[str, ...] = ("auto",)
     profile_dirs: tuple[str, ...] = ()
     public_key: str | None = None
+    pinned_fingerprint: str | None = None
+    ledger: str | None = None
+    packages: bool = True
     syslog: SyslogConfig = field(default_factory=SyslogConfig)
     watch: WatchConfig = field(default_factory=WatchConfig)
 
@@ -84,7 +87,10 @@ def load_config(path: str | None) -> Config:
     watch = _section(path, "watch", data.pop("watch", {}), WatchConfig)
     top: dict[str, Any] = {}
     for key, value in data.items():
-        if key in ("db", "root", "public_key") and isinstance(value, str):
+        if (
+            key in ("db", "root", "public_key", "pinned_fingerprint", "ledger")
+            and isinstance(value, str)
+        ) or (key == "packages" and isinstance(value, bool)):
             top[key] = value
         elif (
             key in ("profiles", "profile_dirs")

@@ -36,6 +36,7 @@ from watchdog.observers import Observer
 
 from integrity import api, emit, sdnotify
 from integrity.config import Config
+from integrity.errors import BaselineCorruptError, BaselineTamperedError, IOFailure, MonitorError
 from integrity.model import Finding, Report, Severity
 from integrity.syslog import SyslogSender, facility_code
 
@@ -124,17 +125,33 @@ class Watcher:
     # -- emitting --
 
     def send(self, event: tuple[str, str, dict[str, str], dict[str, Any]]) -> None:
-        if self.sender is not None:
+        if self.sender is None:
+            return
+        try:
             self.sender.send(*event)
+        except IOFailure as exc:  # outbox unwritable (disk full?): the journal still has it
+            log.error("syslog outbox refused a message", error=exc.message, msgid=event[1])
 
     def publish(self, report: Report, new: list[Finding], resolved: list[dict[str, Any]]) -> None:
         for f in new:
-            f2 = f if f.fix else Finding(
-                f.path, f.rule, f.severity, f.message, f.attribute, f.before, f.after,
-                fix=f"if intended: mail-integrity update --accept {f.path} --reason '...'")
+            f2 = (
+                f
+                if f.fix
+                else Finding(
+                    f.path,
+                    f.rule,
+                    f.severity,
+                    f.message,
+                    f.attribute,
+                    f.before,
+                    f.after,
+                    fix=f"if intended: mail-integrity update --accept {f.path} --reason '...'",
+                )
+            )
             self.send(emit.finding_event(f2, host=self.host))
-            log.warning("finding", path=f.path, rule=f.rule, severity=str(f.severity),
-                        message=f.message)
+            log.warning(
+                "finding", path=f.path, rule=f.rule, severity=str(f.severity), message=f.message
+            )
         for row in resolved:
             f = _row_finding(row)
             self.send(emit.resolved_event(f, host=self.host))
@@ -168,8 +185,9 @@ class Watcher:
         debounce = self.cfg.watch.debounce
         try:
             while not self.stop.is_set():
-                timeout = max(0.1, self.last_full + self.cfg.watch.full_verify_interval
-                              - time.monotonic())
+                timeout = max(
+                    0.1, self.last_full + self.cfg.watch.full_verify_interval - time.monotonic()
+                )
                 if not self.dirty.wake.wait(timeout):
                     self.full_verify("periodic")
                     continue
@@ -179,6 +197,10 @@ class Watcher:
                     self.full_verify("inotify overflow or event flood")
                 elif paths:
                     self.check_dirty(paths)
+        except (BaselineCorruptError, BaselineTamperedError) as exc:
+            alarm(self.sender, self.session.opts.db, exc, close=False)
+            self.fatal = exc
+            self.stop.set()
         except BaseException as exc:
             self.fatal = exc
             log.exception("worker died")
@@ -205,8 +227,11 @@ class Watcher:
         emit.add_overflow_hook(lambda: self.dirty.request_full())
         missing = scheduled - count_inotify_watches()
         if missing > 0 and count_inotify_watches() >= 0:
-            log.warning("inotify watch limit reached: some directories are not watched; "
-                        "falling back to a full verify every minute", missing=missing)
+            log.warning(
+                "inotify watch limit reached: some directories are not watched; "
+                "falling back to a full verify every minute",
+                missing=missing,
+            )
             self.cfg = _with_interval(self.cfg, 60.0)
 
     def healthy(self) -> bool:
@@ -214,6 +239,21 @@ class Watcher:
         observer_ok = self.observer is not None and self.observer.is_alive()
         sender_ok = self.sender is None or self.sender.alive()
         return threads_ok and observer_ok and sender_ok and self.fatal is None
+
+
+def alarm(sender: SyslogSender | None, db: str, exc: MonitorError, *, close: bool = True) -> None:
+    """The baseline itself cannot be trusted: critical, to the SIEM before anything else."""
+    rule = (
+        "MI-BASELINE-SIGNATURE-INVALID"
+        if isinstance(exc, BaselineTamperedError)
+        else "MI-BASELINE-CORRUPT"
+    )
+    finding = Finding(db, rule, Severity.CRITICAL, exc.message, "baseline")
+    log.critical("baseline not trusted", path=db, rule=rule, message=exc.message)
+    if sender is not None:
+        sender.send(*emit.finding_event(finding, host=api.hostname()))
+        if close:
+            sender.close(10.0)
 
 
 def _with_interval(cfg: Config, seconds: float) -> Config:
@@ -238,9 +278,15 @@ def count_inotify_watches() -> int:
 
 
 def _row_finding(row: dict[str, Any]) -> Finding:
-    return Finding(str(row["path"]), str(row["rule"]), Severity(str(row["severity"])),
-                   str(row["message"]), str(row.get("attribute") or ""), row.get("before"),
-                   row.get("after"))
+    return Finding(
+        str(row["path"]),
+        str(row["rule"]),
+        Severity(str(row["severity"])),
+        str(row["message"]),
+        str(row.get("attribute") or ""),
+        row.get("before"),
+        row.get("after"),
+    )
 
 
 def _keys(findings: Iterable[Finding]) -> list[str]:
@@ -261,14 +307,28 @@ def make_sender(cfg: Config, url: str | None) -> SyslogSender | None:
     if not url:
         return None
     s = cfg.syslog
-    return SyslogSender(url, outbox_path=s.outbox, hostname=api.hostname(), ca_file=s.ca_file,
-                        cert_file=s.cert_file, key_file=s.key_file,
-                        verify_hostname=s.verify_hostname, facility=facility_code(s.facility),
-                        backoff=(min(1.0, s.reconnect_max), s.reconnect_max))
+    return SyslogSender(
+        url,
+        outbox_path=s.outbox,
+        hostname=api.hostname(),
+        ca_file=s.ca_file,
+        cert_file=s.cert_file,
+        key_file=s.key_file,
+        verify_hostname=s.verify_hostname,
+        facility=facility_code(s.facility),
+        backoff=(min(1.0, s.reconnect_max), s.reconnect_max),
+    )
 
 
-def run(opts: api.Options, cfg: Config, *, syslog_url: str | None, once: bool,
-        verbose: int, enforce: bool = False) -> int:
+def run(
+    opts: api.Options,
+    cfg: Config,
+    *,
+    syslog_url: str | None,
+    once: bool,
+    verbose: int,
+    enforce: bool = False,
+) -> int:
     """The daemon's main: returns the process exit code."""
     emit.configure_logging(verbose, json=not os.isatty(2))
     sender = make_sender(cfg, syslog_url)
@@ -276,7 +336,11 @@ def run(opts: api.Options, cfg: Config, *, syslog_url: str | None, once: bool,
         log.warning("no --syslog URL and none in the config: findings go to the log only")
     else:
         sender.start()
-    watcher = Watcher(opts, cfg, sender, enforce=enforce)
+    try:
+        watcher = Watcher(opts, cfg, sender, enforce=enforce)
+    except (BaselineCorruptError, BaselineTamperedError) as exc:
+        alarm(sender, opts.db, exc)
+        raise
     watcher.send(emit.lifecycle_event("start", host=watcher.host, version=_version()))
     sdnotify.notify("STATUS=initial full verify")
     watcher.full_verify("start")
@@ -337,4 +401,3 @@ def _shutdown(watcher: Watcher, sender: SyslogSender | None) -> None:
     watcher.send(emit.lifecycle_event("stop", host=watcher.host, version=_version()))
     if sender is not None:
         sender.close(10.0)
-

@@ -156,6 +156,23 @@ def lifecycle_event(phase: str, *, host: str, version: str = "", detail: str = "
     return str(severity), f"MI-LIFECYCLE-{phase.upper()}", sd, body
 
 
+def baseline_event(command: str, *, generation: int, digest: str, signer: str, host: str) -> Event:
+    """A baseline was (re)written: the SIEM keeps its fingerprint, so rollbacks show there too."""
+    body: dict[str, Any] = {
+        "@timestamp": _now(),
+        "ecs": {"version": ECS_VERSION},
+        "event": {"kind": "event", "category": ["configuration"], "type": ["change"],
+                  "action": f"baseline-{command}", "severity": 2,
+                  "dataset": "mail_integrity.baseline"},
+        "message": f"mail-integrity baseline {command}: generation {generation}",
+        "host": {"name": host},
+        "labels": {"generation": str(generation), "digest": digest, "signer": signer or "-"},
+        "log": _syslog(Severity.LOW),
+    }  # fmt: skip
+    sd = {"host": host, "generation": str(generation), "digest": digest, "signer": signer}
+    return str(Severity.LOW), "MI-BASELINE-" + command.upper(), sd, body
+
+
 # --- logging --------------------------------------------------------------------------
 
 _HANDLER_NAME = "mail-integrity-stderr"

@@ -30,8 +30,10 @@ def restore(root: str, want: FileRecord, seen: FileRecord) -> Finding | ScanWarn
     if seen.ftype not in (FileType.FILE, FileType.DIR) or want.ftype != seen.ftype:
         return ScanWarning(seen.path, f"not enforced: a {seen.ftype} is not restored")
     try:
-        fd = os.open(host_path(root, seen.path), _FLAGS | (
-            os.O_DIRECTORY if seen.ftype == FileType.DIR else 0))
+        fd = os.open(
+            host_path(root, seen.path),
+            _FLAGS | (os.O_DIRECTORY if seen.ftype == FileType.DIR else 0),
+        )
     except OSError as exc:
         return ScanWarning(seen.path, f"not enforced: {exc.strerror}")
     try:
@@ -46,11 +48,15 @@ def restore(root: str, want: FileRecord, seen: FileRecord) -> Finding | ScanWarn
     finally:
         os.close(fd)
     return Finding(
-        seen.path, "MI-ENFORCED", Severity.HIGH,
+        seen.path,
+        "MI-ENFORCED",
+        Severity.HIGH,
         f"restored the baseline mode {fmt(want.mode)} and owner {want.owner or want.uid}:"
         f"{want.group or want.gid} (was {fmt(seen.mode)} {seen.owner or seen.uid}:"
         f"{seen.group or seen.gid})",
-        "mode", fmt(seen.mode), fmt(want.mode),
+        "mode",
+        fmt(seen.mode),
+        fmt(want.mode),
     )
 
 

@@ -305,15 +305,17 @@ def _escalate_self(findings: list[Finding], rule: Rule | None) -> list[Finding]:
     if rule is None or rule.profile != "self":
         return list(findings)
     return [
-        replace(f, severity=Severity.CRITICAL, rule=f"MI-SELF-{f.rule.removeprefix('MI-')}",
-                message=f"mail-integrity's own file: {f.message}")
+        replace(
+            f,
+            severity=Severity.CRITICAL,
+            rule=f"MI-SELF-{f.rule.removeprefix('MI-')}",
+            message=f"mail-integrity's own file: {f.message}",
+        )
         for f in findings
     ]
 
 
-def _added(
-    rec: FileRecord, named: Rule | None, role: Role, rule: Rule | None
-) -> list[Finding]:
+def _added(rec: FileRecord, named: Rule | None, role: Role, rule: Rule | None) -> list[Finding]:
     """``named``: the profile's own rule for exactly this path, if it has one."""
     where = rec.path.rsplit("/", 1)[0] or "/"
     fix = f"mail-integrity update --accept {rec.path} --reason '...' if intended"
@@ -322,11 +324,31 @@ def _added(
         # a path the profile names by itself appeared: it has a known meaning (an exim4.conf
         # that overrides the generated config, new credentials, a new binary)
         why = f": {rule.note}" if rule.note else ""
-        out = [Finding(rec.path, "MI-FILE-APPEARED", Severity.HIGH,
-                       f"{rule.role} {rec.path} appeared{why}", "", None, str(rec.ftype), fix=fix)]
+        out = [
+            Finding(
+                rec.path,
+                "MI-FILE-APPEARED",
+                Severity.HIGH,
+                f"{rule.role} {rec.path} appeared{why}",
+                "",
+                None,
+                str(rec.ftype),
+                fix=fix,
+            )
+        ]
     else:
-        out = [Finding(rec.path, "MI-FILE-ADDED", Severity.MEDIUM,
-                       f"new {rec.ftype} in monitored {where}", "", None, str(rec.ftype), fix=fix)]
+        out = [
+            Finding(
+                rec.path,
+                "MI-FILE-ADDED",
+                Severity.MEDIUM,
+                f"new {rec.ftype} in monitored {where}",
+                "",
+                None,
+                str(rec.ftype),
+                fix=fix,
+            )
+        ]
     for f in check_state(rec, rule, role):
         if f.rule == "MI-EXPECT-CAPABILITY":  # a new file that brings capabilities
             f = replace(f, rule="MI-CAPABILITY-ADDED", severity=Severity.CRITICAL)
@@ -444,14 +466,26 @@ def _mode_changed(old: FileRecord, new: FileRecord, role: Role, rule: Rule | Non
         found = [_escalate(f, forbidden) if f.rule == "MI-PERM-LOOSENED" else f for f in found]
     if found:
         return found
-    return [Finding(new.path, "MI-PERM-TIGHTENED", Severity.LOW,
-                    f"permissions tightened ({fmt(old.mode)} -> {fmt(new.mode)})", "mode",
-                    fmt(old.mode), fmt(new.mode))]
+    return [
+        Finding(
+            new.path,
+            "MI-PERM-TIGHTENED",
+            Severity.LOW,
+            f"permissions tightened ({fmt(old.mode)} -> {fmt(new.mode)})",
+            "mode",
+            fmt(old.mode),
+            fmt(new.mode),
+        )
+    ]
 
 
 def _lost_sticky(old: FileRecord, new: FileRecord) -> bool:
-    return (new.ftype == FileType.DIR and bool(new.mode & stat.S_IWOTH)
-            and bool(old.mode & stat.S_ISVTX) and not new.mode & stat.S_ISVTX)
+    return (
+        new.ftype == FileType.DIR
+        and bool(new.mode & stat.S_IWOTH)
+        and bool(old.mode & stat.S_ISVTX)
+        and not new.mode & stat.S_ISVTX
+    )
 
 
 def _forbidden(granted: int, rule: Rule | None) -> int:
@@ -464,8 +498,11 @@ def _forbidden(granted: int, rule: Rule | None) -> int:
 
 
 def _escalate(f: Finding, bits: int) -> Finding:
-    return replace(f, severity=Severity.HIGH,
-                   message=f"{f.message}, beyond what the packaging allows ({fmt(bits)})")
+    return replace(
+        f,
+        severity=Severity.HIGH,
+        message=f"{f.message}, beyond what the packaging allows ({fmt(bits)})",
+    )
 
 
 def _owner_changed(old: FileRecord, new: FileRecord, role: Role) -> Finding:
@@ -600,8 +637,15 @@ def _extended_changed(
 def _content_changed(ctx: _Ctx) -> list[Finding]:
     old, new, rule, role = ctx.old, ctx.new, ctx.rule, ctx.role
     if role == Role.SECRET:
-        return [Finding(new.path, "MI-SECRET-CHANGED", Severity.MEDIUM,
-                        "secret content changed (content not shown)", "content")]
+        return [
+            Finding(
+                new.path,
+                "MI-SECRET-CHANGED",
+                Severity.MEDIUM,
+                "secret content changed (content not shown)",
+                "content",
+            )
+        ]
     if ctx.triage is not None and old.digest != new.digest:
         reason = ctx.triage(new)
         if reason:
@@ -616,16 +660,6 @@ def _content_changed(ctx: _Ctx) -> list[Finding]:
                     new.digest,
                 )
             ]
-    if role == Role.SECRET:
-        return [
-            Finding(
-                new.path,
-                "MI-SECRET-CHANGED",
-                Severity.MEDIUM,
-                "secret content changed (content not shown)",
-                "content",
-            )
-        ]
     if role == Role.BINARY:
         if (old.mode | new.mode) & S_SETID:
             return [
@@ -633,7 +667,7 @@ def _content_changed(ctx: _Ctx) -> list[Finding]:
                     new.path,
                     "MI-SETID-BINARY-REPLACED",
                     Severity.CRITICAL,
-                    "set-id binary replaced: not explained by any package",
+                    "set-id binary replaced: not explained by its package",
                     "content",
                     old.digest,
                     new.digest,

@@ -76,8 +76,12 @@ def classify_grant(bits: int, rec: FileRecord, role: Role, mode_after: int) -> l
         )
     if bits & stat.S_ISUID and is_dir:
         grants.append(
-            Grant("DIR-SETUID", Severity.MEDIUM, "set-user-ID on a directory (unusual)",
-                  bits & stat.S_ISUID)
+            Grant(
+                "DIR-SETUID",
+                Severity.MEDIUM,
+                "set-user-ID on a directory (unusual)",
+                bits & stat.S_ISUID,
+            )
         )
     if bits & stat.S_IWOTH:
         if is_dir and mode_after & stat.S_ISVTX:

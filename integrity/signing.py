@@ -186,6 +186,11 @@ def sign(private_path: str, passphrase: bytes, data: bytes) -> str:
     return base64.b64encode(key.sign(data)).decode()
 
 
+def signer(private_path: str, passphrase: bytes) -> str:
+    """Fingerprint of the public half of a private key (recorded next to the signature)."""
+    return fingerprint(_load_private(private_path, passphrase).public_key())
+
+
 def check(
     public_path: str, data: bytes, signature: str | None, *, pinned: str | None = None
 ) -> None:

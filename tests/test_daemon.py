@@ -259,3 +259,28 @@ def test_change_during_inotify_overflow_is_still_reported(host, rsyslog):
         rsyslog.wait_for(with_msgid("MI-SETID-ADDED", "/usr/sbin/sendmail"), 20)
     finally:
         daemon.stop()
+
+
+def test_tampered_signed_baseline_alerts_the_siem_and_exits_20(host, rsyslog):
+    """watch with a public key and an edited baseline: a critical message, then exit 20."""
+    from integrity import signing
+    from integrity.store import Store
+
+    base, root, profiles = host
+    (base / "pass").write_text("pw-for-the-test\n")
+    signing.keygen(str(base / "k.key"), str(base / "k.pub"), b"pw-for-the-test")
+    opts = api.Options(root=str(root), db=str(base / "baseline.db"), profiles=("demo",),
+                       profile_dirs=(str(profiles),))
+    api.init(opts, sign=api.SignKey(str(base / "k.key"), b"pw-for-the-test"))
+    store = Store.open(str(base / "baseline.db"))
+    store.db.execute("delete from files where rowid = 1")
+    store.set_meta("rows_digest", store.current_digest())
+    store.close()
+    daemon = Daemon(base, root, profiles, rsyslog.url("tcp"))
+    daemon.config.write_text(f'public_key = "{base}/k.pub"\nledger = "{base}/gen.json"\n'
+                             + daemon.config.read_text())
+    proc = subprocess.run(daemon.argv, capture_output=True, timeout=30)
+    assert proc.returncode == 20
+    lines = rsyslog.wait_for(with_msgid("MI-BASELINE-SIGNATURE-INVALID"), 10)
+    msg = next(m for m in parsed(lines) if m["msgid"] == "MI-BASELINE-SIGNATURE-INVALID")
+    assert int(msg["pri"]) % 8 == 2
