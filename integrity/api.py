@@ -329,7 +329,31 @@ def state_findings(snap: Snapshot) -> list[Finding]:
         if target.role != Role.DIRECTORY or rec.ftype != FileType.DIR:
             continue
         out.extend(check_parent(rec))
+    out.extend(_postfix_services(snap))
     return _dedupe(out)
+
+
+def _postfix_services(snap: Snapshot) -> list[Finding]:
+    """master.cf overrides judged together with main.cf: the exact per-service relay verdict."""
+    from integrity.analyzers import postfix
+
+    def facts_of(analyzer: str) -> dict[str, FileRecord]:
+        return {
+            p.rsplit("/", 1)[0]: r
+            for p, r in snap.records.items()
+            if r.facts is not None
+            and (t := snap.plan.targets.get(p)) is not None
+            and t.rule is not None
+            and t.rule.analyzer == analyzer
+        }
+
+    mains, masters = facts_of("postfix-main"), facts_of("postfix-master")
+    out: list[Finding] = []
+    for directory, master in masters.items():
+        main = mains.get(directory)
+        if main is not None and main.facts is not None and master.facts is not None:
+            out.extend(postfix.assess_services(master.path, main.facts, master.facts))
+    return out
 
 
 def _dedupe(findings: Iterable[Finding]) -> list[Finding]:

@@ -105,3 +105,25 @@ def test_real_exim4_host_init_and_verify_report_nothing(tmp_path):
     rep = api.verify(opts, record_run=False)
     assert rep.findings == [], [f.to_json() for f in rep.findings]
     assert rep.exit_code() == 0
+
+
+def test_audit_finds_the_classic_sendmail_mistakes_with_fixes(tmp_path):
+    """World-readable mqueue, g+w aliases, SUID sendmail, a decode alias: each found, with a fix."""
+    mtatrees.ensure_accounts()
+    root = mtatrees.build_tree("sendmail", tmp_path / "root")
+    os.chmod(root / "var/spool/mqueue", 0o2755)
+    os.chmod(root / "etc/aliases", 0o664)
+    os.chmod(root / "usr/libexec/sendmail/sendmail", 0o4755)
+    with (root / "etc/aliases").open("a") as fh:
+        fh.write('decode: "|/usr/bin/uudecode"\n')
+    rep = api.audit(api.Options(root=str(root)))
+    by_path: dict[str, list[str]] = {}
+    for f in rep.findings:
+        if f.severity.rank >= Severity.HIGH.rank:
+            assert f.fix, f"no fix for {f.path}: {f.message}"
+            by_path.setdefault(f.path, []).append(f.rule)
+    assert "/var/spool/mqueue" in by_path
+    assert "/etc/aliases" in by_path
+    assert any("SETID" in r for r in by_path.get("/usr/libexec/sendmail/sendmail", []))
+    assert any("DECODE" in r or "DECODER" in r for r in by_path["/etc/aliases"])
+    assert rep.exit_code() & 8
