@@ -101,7 +101,7 @@ def test_update_of_signed_baseline_needs_the_key(signed, capsys):
 
 def test_wrong_passphrase_is_a_config_error(signed, capsys):
     """A wrong passphrase: exit 17, and the passphrase is not echoed."""
-    root, args, _, tmp = signed
+    _, args, _, tmp = signed
     (tmp / "bad").write_text("wrong-passphrase-xyz\n")
     code = main(["init", *args, "--sign-key", str(tmp / "k.key"),
                  "--passphrase-file", str(tmp / "bad")])
