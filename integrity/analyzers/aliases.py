@@ -14,6 +14,9 @@ import shlex
 from collections.abc import Iterator
 from typing import Any
 
+from integrity.analyzers._shape import as_dict as _dict
+from integrity.analyzers._shape import as_list as _list
+from integrity.analyzers._shape import as_str as _str
 from integrity.model import Facts, Finding, Severity
 
 _DECODERS = frozenset(
@@ -195,18 +198,6 @@ def parse_forward(text: str) -> Facts:
 
 
 # --------------------------------------------------------------------------- judging
-
-
-def _dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else []
-
-
-def _str(value: Any) -> str:
-    return value if isinstance(value, str) else ""
 
 
 def _entries(facts: Facts) -> dict[str, list[dict[str, Any]]]:

@@ -14,6 +14,9 @@ import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from integrity.analyzers._shape import as_dict as _dict
+from integrity.analyzers._shape import as_list as _list
+from integrity.analyzers._shape import as_str as _str
 from integrity.model import Facts, Finding, Severity
 
 # --------------------------------------------------------------------------- tables
@@ -194,19 +197,6 @@ def _finding(
     fix: str | None = None,
 ) -> Finding:
     return Finding(path, rule, severity, message, attribute, before, after, fix)
-
-
-def _dict(value: Any) -> dict[str, Any]:
-    """Facts come back from SQLite JSON: trust nothing about their shape."""
-    return value if isinstance(value, dict) else {}
-
-
-def _list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else []
-
-
-def _str(value: Any) -> str:
-    return value if isinstance(value, str) else ""
 
 
 def _words(value: str) -> list[str]:
