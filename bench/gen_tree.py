@@ -50,6 +50,7 @@ SHARE_SCRIPTS = ("sendmail", "update_sys", "update_conf", "update_db", "update_m
 CF_DIRS = (("feature", 60), ("hack", 4), ("mailer", 16), ("ostype", 48), ("domain", 6), ("m4", 8))
 SENDMAIL_LINKS = ("mailq", "newaliases", "hoststat", "purgestat", "smtpd")
 ALIASES = 5000  # entries in /etc/aliases: a host with a few thousand users and lists
+QUEUE_DIR_MAX = 1000  # size trees spread a bigger MTA queue over q001.. (sendmail QUEUE_DIR q*)
 CORE_FILES = 204  # files + symlinks of a tree with no bulk (tests/test_bench_gen.py checks it)
 
 
@@ -77,7 +78,9 @@ class Tally:
 def plan_counts(total: int, *, backlog: int = 0, queue_dirs: int = 0) -> Counts:
     """Split ``total`` files: half /etc/mail domain maps, 45% MTA queue, 5% MSP queue.
 
-    With ``backlog`` the tree is the core plus exactly that many MTA queue files (the
+    An MTA queue above QUEUE_DIR_MAX files is spread over subdirectories, as a busy host
+    is set up, so the size trees measure size and not one huge directory. With
+    ``backlog`` the tree is the core plus exactly that many MTA queue files (the
     backlogged-server case), so flat and spread layouts differ only in the queue.
     """
     if backlog:
@@ -86,6 +89,8 @@ def plan_counts(total: int, *, backlog: int = 0, queue_dirs: int = 0) -> Counts:
     domains = bulk // 2 // len(DOMAIN_FILES)
     client = bulk // 20
     mqueue = bulk - domains * len(DOMAIN_FILES) - client
+    if not queue_dirs and mqueue > QUEUE_DIR_MAX:
+        queue_dirs = -(-mqueue // QUEUE_DIR_MAX)
     return Counts(domains=domains, mqueue=mqueue, client=client, queue_dirs=queue_dirs)
 
 
@@ -309,8 +314,8 @@ def write_queue(w: Writer, top: str, count: int, dirs: int, owner: tuple[int, in
     uid, gid, mode = owner
     names = list(queue_names(w.rng, count))
     buckets = [top] if not dirs else [f"{top}/q{k + 1:03d}" for k in range(dirs)]
-    for bucket in buckets[1:] if not dirs else buckets:
-        w.mkdir(bucket, 0o2750, uid, gid)
+    for bucket in buckets if dirs else ():
+        w.mkdir(bucket, 0o2750, uid, gid)  # update_sys: subdirectories g+rxs-w,o-rwx
     for n, name in enumerate(names):
         bucket = buckets[n // 2 % len(buckets)]  # a qf and its df share a directory
         size = (

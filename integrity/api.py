@@ -636,6 +636,7 @@ class Session:
         self.opts = opts
         self.triage = triage
         self.enforce = enforce
+        self.run_id: int | None = None
         self.generation = -1
         self.reload()
 
@@ -710,15 +711,16 @@ class Session:
         store = Store.open(self.opts.db)
         try:
             report.header = _header(store, self.root, self.policy, "watch")
-            run = store.begin_run(
-                "watch" if paths is not None else "watch-full",
-                self.root,
-                self.policy.profiles,
-                hostname(),
-            )
+            if paths is None or self.run_id is None:
+                # one run row per full verify; event-driven checks attach to it, so an
+                # event storm cannot grow the run log
+                self.run_id = store.begin_run(
+                    "watch-full", self.root, self.policy.profiles, hostname()
+                )
             track_scope = None if paths is None else sorted(set(paths) | set(snap.records))
-            new, resolved = store.track_findings(run, report.findings, scope=track_scope)
-            store.finish_run(run, _summary(report), report.exit_code())
+            new, resolved = store.track_findings(self.run_id, report.findings, scope=track_scope)
+            if paths is None:
+                store.finish_run(self.run_id, _summary(report), report.exit_code())
         finally:
             store.close()
         return report, new, resolved

@@ -42,12 +42,12 @@ def test_plan_counts_adds_up_to_the_total(total: int) -> None:
 
 
 @pytest.mark.parametrize(
-    ("total", "domains", "mqueue", "client"),
-    [(2000, 112, 811, 89), (20000, 1237, 8911, 989), (100000, 6237, 44911, 4989)],
+    ("total", "domains", "mqueue", "client", "dirs"),
+    [(2000, 112, 811, 89, 0), (20000, 1237, 8911, 989, 9), (100000, 6237, 44911, 4989, 45)],
 )
-def test_plan_counts_split(total: int, domains: int, mqueue: int, client: int) -> None:
-    """Half the bulk is /etc/mail domain maps, 5% the MSP queue, the rest the MTA queue."""
-    assert gen_tree.plan_counts(total) == gen_tree.Counts(domains, mqueue, client)
+def test_plan_counts_split(total: int, domains: int, mqueue: int, client: int, dirs: int) -> None:
+    """Half the bulk is domain maps, 5% the MSP queue, the rest the MTA queue in <=1000s."""
+    assert gen_tree.plan_counts(total) == gen_tree.Counts(domains, mqueue, client, dirs)
 
 
 @pytest.mark.parametrize("dirs", [0, 300])
