@@ -182,7 +182,7 @@ def aide_entries(output: str) -> int:
 
 def bench_ours(s: Settings, tree: Path, res: TreeResult, runs: int) -> None:
     """Warm-up, then init (fresh db each time) and verify of an unchanged tree."""
-    db = s.work / f"{res.name}.mi.db"
+    db = s.work / f"{tree.name}.mi.db"
     for workers in s.our_workers or (None,):
         row = Row(res.name, "mail-integrity", str(workers or "1 (no option)"))
         init, verify = (
@@ -206,7 +206,7 @@ def our_records(s: Settings, tree: Path, db: Path) -> int:
 
 def bench_aide(s: Settings, tree: Path, res: TreeResult, workers: Sequence[int], runs: int) -> None:
     """aide --init (then db.new -> db) and aide --check at each worker count."""
-    dbdir = s.work / f"{res.name}.aide"
+    dbdir = s.work / f"{tree.name}.aide"
     dbdir.mkdir(exist_ok=True)
     conf = dbdir / "aide.conf"
     conf.write_text(aide_conf(tree, dbdir, queue_hash=s.aide_queue_hash))
@@ -252,6 +252,12 @@ def bench_backlog(s: Settings, files: int, dirs: int) -> TreeResult:
     bench_aide(s, tree, res, (2,), s.backlog_runs)
     log(f"{label}: done")
     return res
+
+
+def save(s: Settings, results: Sequence[TreeResult]) -> None:
+    """Raw samples after every tree, so a crash later keeps what was measured."""
+    raw = json.dumps([asdict(r) for r in results], indent=1, default=str)
+    (s.work / "results.json").write_text(raw)
 
 
 def log(msg: str) -> None:
@@ -362,7 +368,7 @@ def render(s: Settings, info: dict[str, str], sizes: Sequence[TreeResult],
         "",
         *table(sizes),
         "",
-        "## Backlogged queue (30k queue files: one directory vs spread)",
+        "## Backlogged queue: one directory vs spread over many",
         "",
         *table(backlog),
         "",
@@ -406,17 +412,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     )  # fmt: skip
     s.work.mkdir(parents=True, exist_ok=True)
     info = machine()
-    sizes = [bench_size(s, int(n)) for n in args.sizes.split(",") if n.strip()]
-    backlog = []
-    if args.backlog:
-        backlog = [
-            bench_backlog(s, args.backlog, 0),
-            bench_backlog(s, args.backlog, args.queue_dirs),
-        ]
+    sizes: list[TreeResult] = []
+    backlog: list[TreeResult] = []
+    for n in (int(n) for n in args.sizes.split(",") if n.strip()):
+        sizes.append(bench_size(s, n))
+        save(s, [*sizes, *backlog])
+    for dirs in (0, args.queue_dirs) if args.backlog else ():
+        backlog.append(bench_backlog(s, args.backlog, dirs))
+        save(s, [*sizes, *backlog])
     args.out.write_text(render(s, info, sizes, backlog))
-    (s.work / "results.json").write_text(
-        json.dumps([asdict(r) for r in [*sizes, *backlog]], indent=1, default=str)
-    )
     log(f"wrote {args.out}")
     if not args.keep:
         for res in [*sizes, *backlog]:

@@ -671,7 +671,26 @@ class Session:
             flat.add(scanner.host_path(self.root, target.path.rsplit("/", 1)[0] or "/"))
         for target in self.plan.child_dirs:
             flat.add(scanner.host_path(self.root, target.path))
+        for rule in self.policy.rules:  # where a missing file or directory would appear
+            literal = rule.pattern.split("*", 1)[0].split("?", 1)[0].split("[", 1)[0]
+            parent = literal.rstrip("/").rsplit("/", 1)[0] or "/"
+            while not os.path.isdir(scanner.host_path(self.root, parent)) and parent != "/":
+                parent = parent.rsplit("/", 1)[0] or "/"
+            flat.add(scanner.host_path(self.root, parent))
         return flat, deep
+
+    def watched_dir_paths(self) -> set[str]:
+        """Host paths of every directory the profiles name, present or not: when one is
+        created, renamed or replaced, the watches must be rebuilt."""
+        dir_roles = (Role.DIRECTORY, Role.QUEUE, Role.SPOOL)
+        return {
+            scanner.host_path(self.root, r.pattern)
+            for r in self.policy.rules
+            if not r.is_glob and (r.recursive or r.role in dir_roles)
+        }
+
+    def replan(self) -> None:
+        self.plan = make_plan(self.root, self.policy)
 
     def model_path(self, host: str) -> str | None:
         """A host path from an inotify event -> the path inside the root (None if outside)."""

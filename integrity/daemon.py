@@ -121,6 +121,7 @@ class Watcher:
         self.worker: threading.Thread | None = None
         self.last_full = 0.0
         self.watched = 0
+        self.watch_inodes: dict[str, int | None] = {}
 
     # -- emitting --
 
@@ -175,10 +176,17 @@ class Watcher:
         self.publish(report, new, resolved)
 
     def check_dirty(self, host_paths: Iterable[str]) -> None:
+        host_paths = set(host_paths)
         paths = {p for p in (self.session.model_path(h) for h in host_paths) if p}
         if paths:
             report, new, resolved = self.session.check(sorted(paths))
             self.publish(report, new, resolved)
+        if any(_inode(h) != self.watch_inodes[h] for h in host_paths & self.watch_inodes.keys()):
+            # a watched directory was renamed, replaced or recreated: its inotify watch
+            # follows the old inode, so watch again and look at everything once
+            self.session.replan()
+            self.start_observer()
+            self.full_verify("a watched directory was replaced")
 
     def work(self) -> None:
         """Worker loop: debounce, then re-check what was touched."""
@@ -209,7 +217,9 @@ class Watcher:
     # -- watching --
 
     def start_observer(self) -> None:
+        """(Re)build the inotify watches; a new observer runs before the old one stops."""
         flat, deep = self.session.watch_dirs()
+        self.watch_inodes = {p: _inode(p) for p in flat | deep | self.session.watched_dir_paths()}
         observer = Observer()
         handler = Handler(self.dirty)
         scheduled = 0
@@ -222,8 +232,12 @@ class Watcher:
                 observer.schedule(handler, path, recursive=False, event_filter=EVENT_FILTER)
                 scheduled += 1
         observer.start()
-        self.observer = observer
+        old, self.observer = self.observer, observer
+        if old is not None:
+            old.stop()
+            old.join(5)
         self.watched = scheduled
+        emit.clear_overflow_hooks()
         emit.add_overflow_hook(lambda: self.dirty.request_full())
         missing = scheduled - count_inotify_watches()
         if missing > 0 and count_inotify_watches() >= 0:
@@ -260,6 +274,13 @@ def _with_interval(cfg: Config, seconds: float) -> Config:
     from dataclasses import replace
 
     return replace(cfg, watch=replace(cfg.watch, full_verify_interval=seconds))
+
+
+def _inode(path: str) -> int | None:
+    try:
+        return os.lstat(path).st_ino
+    except OSError:
+        return None
 
 
 def count_inotify_watches() -> int:

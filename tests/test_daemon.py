@@ -43,7 +43,7 @@ class Daemon:
         self.argv = [
             sys.executable, "-m", "integrity", "watch", "--root", str(root),
             "--db", str(base / "baseline.db"), "--profile", "demo",
-            "--profile-dir", str(profiles), "--config", str(self.config), "--syslog", url,
+            "--profile-dir", str(profiles), "--config", str(self.config), "--syslog", url, "-v",
         ]  # fmt: skip
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -284,3 +284,20 @@ def test_tampered_signed_baseline_alerts_the_siem_and_exits_20(host, rsyslog):
     lines = rsyslog.wait_for(with_msgid("MI-BASELINE-SIGNATURE-INVALID"), 10)
     msg = next(m for m in parsed(lines) if m["msgid"] == "MI-BASELINE-SIGNATURE-INVALID")
     assert int(msg["pri"]) % 8 == 2
+
+
+def test_renamed_and_recreated_config_dir_is_watched_again(host, rsyslog):
+    """mv /etc/mail away and back as a new dir: reported, and later changes still seen."""
+    base, root, profiles = host
+    daemon = Daemon(base, root, profiles, rsyslog.url("tcp"))
+    daemon.start()
+    try:
+        mail = root / "etc/mail"
+        os.rename(mail, root / "etc/mail.old")
+        rsyslog.wait_for(with_msgid("MI-FILE-REMOVED", "/etc/mail/aliases"), 10)
+        subprocess.run(["cp", "-a", str(root / "etc/mail.old"), str(mail)], check=True)
+        time.sleep(0.5)
+        os.chmod(mail / "authinfo", 0o644)
+        rsyslog.wait_for(with_msgid("MI-SECRET-READABLE", "/etc/mail/authinfo"), 10)
+    finally:
+        daemon.stop()
