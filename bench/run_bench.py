@@ -229,6 +229,7 @@ def make_tree(s: Settings, name: str, counts: gen_tree.Counts) -> tuple[Path, di
     tree = s.work / name
     t0 = time.perf_counter()
     tally = gen_tree.generate(tree, counts)
+    os.sync()  # flush the new tree's dirty pages now, not during the first timed runs
     log(f"{name}: generated {tally.files} files in {time.perf_counter() - t0:.1f} s")
     return tree, {k: v for k, v in asdict(tally).items() if isinstance(v, int)}
 

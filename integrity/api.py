@@ -638,7 +638,25 @@ class Session:
         self.enforce = enforce
         self.run_id: int | None = None
         self.generation = -1
+        self._store: Store | None = None
         self.reload()
+
+    @property
+    def store(self) -> Store:
+        """One connection, used by one thread at a time (start-up, then the worker).
+
+        synchronous=NORMAL in WAL mode: a crash of the process loses nothing, and each
+        check no longer waits for fsync (which made the latency tail).
+        """
+        if self._store is None:
+            self._store = Store.open(self.opts.db, shared=True)
+            self._store.db.execute("PRAGMA synchronous=NORMAL")
+        return self._store
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
 
     def reload(self) -> None:
         store, self.root, self.policy, self.baseline, self.roles = open_baseline(self.opts)
@@ -646,19 +664,17 @@ class Session:
             self.generation = store.generation
         finally:
             store.close()
+        self.close()  # the worker reopens its own connection
         self.plan = make_plan(self.root, self.policy)
         self.auto_triage, self.provenance = package_triage(self.root, self.opts)
 
     def _stale(self) -> bool:
-        store = Store.open(self.opts.db)
-        try:
-            if store.generation != self.generation:
-                check_signature(store, self.opts)
-                store.load_baseline()  # refuses edited rows before we trust them
-                return True
-            return False
-        finally:
-            store.close()
+        store = self.store
+        if store.generation != self.generation:
+            check_signature(store, self.opts)
+            store.load_baseline()  # refuses edited rows before we trust them
+            return True
+        return False
 
     def watch_dirs(self) -> tuple[set[str], set[str]]:
         """(directories to watch flat, directories to watch recursively) as host paths."""
@@ -688,6 +704,15 @@ class Session:
             for r in self.policy.rules
             if not r.is_glob and (r.recursive or r.role in dir_roles)
         }
+
+    def queue_dirs(self) -> set[str]:
+        """Host paths of the queue and spool directories (watched for exposure only)."""
+        return {scanner.host_path(self.root, t.path) for t in self.plan.child_dirs}
+
+    def queue_entries(self, paths: Iterable[str]) -> set[str]:
+        """The paths that lie inside a queue or spool directory (checked after the rest)."""
+        tops = {t.path for t in self.plan.child_dirs}
+        return {p for p in paths if any(a in tops for a in _ancestors(p))}
 
     def replan(self) -> None:
         self.plan = make_plan(self.root, self.policy)
@@ -727,36 +752,23 @@ class Session:
         report.findings = explain_binaries(report.findings, snap.records, self.provenance)
         if self.enforce:
             _enforce(self.root, report, self.baseline, snap.records)
-        store = Store.open(self.opts.db)
-        try:
-            report.header = _header(store, self.root, self.policy, "watch")
-            if paths is None or self.run_id is None:
-                # one run row per full verify; event-driven checks attach to it, so an
-                # event storm cannot grow the run log
-                self.run_id = store.begin_run(
-                    "watch-full", self.root, self.policy.profiles, hostname()
-                )
-            track_scope = None if paths is None else sorted(set(paths) | set(snap.records))
-            new, resolved = store.track_findings(self.run_id, report.findings, scope=track_scope)
-            if paths is None:
-                store.finish_run(self.run_id, _summary(report), report.exit_code())
-        finally:
-            store.close()
+        store = self.store
+        report.header = _header(store, self.root, self.policy, "watch")
+        if paths is None or self.run_id is None:
+            # one run row per full verify; event-driven checks attach to it, so an event
+            # storm cannot grow the run log
+            self.run_id = store.begin_run("watch-full", self.root, self.policy.profiles, hostname())
+        track_scope = None if paths is None else sorted(set(paths) | set(snap.records))
+        new, resolved = store.track_findings(self.run_id, report.findings, scope=track_scope)
+        if paths is None:
+            store.finish_run(self.run_id, _summary(report), report.exit_code())
         return report, new, resolved
 
     def open_findings(self, min_rank: int) -> list[dict[str, object]]:
-        store = Store.open(self.opts.db)
-        try:
-            return store.open_findings(min_rank)
-        finally:
-            store.close()
+        return self.store.open_findings(min_rank)
 
     def mark_sent(self, keys: Iterable[str]) -> None:
-        store = Store.open(self.opts.db)
-        try:
-            store.mark_sent(keys)
-        finally:
-            store.close()
+        self.store.mark_sent(keys)
 
 
 def _fleet_record(rec: FileRecord) -> FileRecord:

@@ -33,7 +33,7 @@ class SyslogConfig:
 
 @dataclass(frozen=True, slots=True)
 class WatchConfig:
-    debounce: float = 0.05
+    debounce: float = 0.02
     full_verify_interval: float = 3600.0
     realert_interval: float = 900.0
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import fcntl
+import functools
 import grp
 import os
 import pwd
@@ -81,6 +82,8 @@ class IdNames:
 
     def __init__(self, root: str = "/") -> None:
         self._root = root
+        #: per-scan cache: does this parent directory resolve inside the root?
+        self.parents: dict[str, bool] = {}
         self._tables: dict[str, list[list[str]] | None] = {}
         self._names: dict[tuple[str, int], str | None] = {}
         self._ids: dict[tuple[str, str], int | None] = {}
@@ -212,7 +215,7 @@ def collect(
     ``read_content=False`` never opens the file (queue files, mailboxes): digest None.
     """
     full = host_path(root, path)
-    if _escapes_root(root, full):
+    if _escapes_root(root, full, names.parents):
         return ScanWarning(path, ESCAPES)
     try:
         st = lstat(full)
@@ -224,13 +227,28 @@ def collect(
     return _with_link(record, full) if stat.S_ISLNK(st.st_mode) else Collected(record)
 
 
-def _escapes_root(root: str, full: str) -> bool:
-    """Under --root the kernel resolves an absolute symlink in a parent against the host."""
-    real_root = os.path.realpath(root)
+def _escapes_root(root: str, full: str, seen: dict[str, bool] | None = None) -> bool:
+    """Under --root the kernel resolves an absolute symlink in a parent against the host.
+
+    ``seen`` caches the answer per parent directory for one scan (``IdNames`` carries it):
+    a queue of 30,000 files shares one parent, and realpath costs a syscall per component.
+    """
+    real_root = _realpath_root(root)
     if real_root == "/":
         return False
-    parent = os.path.realpath(os.path.dirname(full))
-    return os.path.commonpath([real_root, parent]) != real_root
+    directory = os.path.dirname(full)
+    if seen is not None and directory in seen:
+        return seen[directory]
+    parent = os.path.realpath(directory)
+    escapes = os.path.commonpath([real_root, parent]) != real_root
+    if seen is not None and len(seen) < 65536:
+        seen[directory] = escapes
+    return escapes
+
+
+@functools.lru_cache(maxsize=16)
+def _realpath_root(root: str) -> str:
+    return os.path.realpath(root)
 
 
 def _os_warning(path: str, exc: OSError) -> ScanWarning:

@@ -128,7 +128,8 @@ class Store:
         self.path = path
 
     @classmethod
-    def open(cls, path: str, *, create: bool = False) -> Store:
+    def open(cls, path: str, *, create: bool = False, shared: bool = False) -> Store:
+        """``shared``: the connection may pass between threads that never use it at once."""
         exists = path == ":memory:" or os.path.exists(path)
         if not exists and not create:
             raise BaselineMissingError(
@@ -140,7 +141,9 @@ class Store:
             except OSError as exc:
                 raise StoreError(f"{path}: cannot create its directory: {exc.strerror}") from exc
         try:
-            db = Database(sqlite3.connect(path), execute_plugins=False)
+            db = Database(
+                sqlite3.connect(path, check_same_thread=not shared), execute_plugins=False
+            )
             if path != ":memory:":
                 db.enable_wal()
             migrations.apply(db)
