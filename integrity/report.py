@@ -34,10 +34,25 @@ def render_json(report: Report) -> str:
 
 
 def safe(text: object) -> str:
-    """Printable form of a value: control characters in file names cannot forge lines."""
-    s = str(text)
-    s = s.encode("utf-8", "backslashreplace").decode("utf-8")
-    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in s)
+    """Printable, unambiguous form of a value: names cannot forge lines or look alike.
+
+    A backslash is doubled, an undecodable byte of a file name (a surrogate escape) shows
+    as ``\\xNN``, and other unprintable characters as ``\\xNN``/``\\uNNNN``/``\\UNNNNNNNN``.
+    """
+    return "".join(_safe_char(c) for c in str(text))
+
+
+def _safe_char(c: str) -> str:
+    o = ord(c)
+    if c == "\\":
+        return "\\\\"
+    if 0xDC80 <= o <= 0xDCFF:
+        return f"\\x{o - 0xDC00:02x}"
+    if c.isprintable():
+        return c
+    if o <= 0xFF:
+        return f"\\x{o:02x}"
+    return f"\\u{o:04x}" if o <= 0xFFFF else f"\\U{o:08x}"
 
 
 def _value(v: object) -> str:
