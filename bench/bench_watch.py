@@ -57,6 +57,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from integrity import api  # noqa: E402
+from integrity.config import WatchConfig  # noqa: E402
 from integrity.demo import build_sandbox  # noqa: E402
 from tests import rsyslog_harness  # noqa: E402
 from tests.rsyslog_harness import Rsyslog, parse_5424  # noqa: E402
@@ -665,7 +666,7 @@ def measure_latency(args: argparse.Namespace, rsyslog: Rsyslog) -> list[LatencyR
         return runs
     rng = random.Random(7)
     for i, debounce in enumerate([None, *(args.debounce or [0.01])]):
-        label = "default (0.05 s)" if debounce is None else f"{debounce} s"
+        label = f"default ({WatchConfig().debounce} s)" if debounce is None else f"{debounce} s"
         host = Host.make(Path(args.work) / f"latency-{i}")
         daemon = Daemon(host, daemon_url(rsyslog, args, host), debounce)
         tail = Tail.at_end(rsyslog.out)
