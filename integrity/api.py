@@ -252,7 +252,7 @@ def _check_child_path(
 ) -> list[Finding]:
     if parent.rule is None or _ignored(path, parent.rule):
         return []
-    got = scanner.collect(root, path, names=names, read_content=False)
+    got = scanner.collect(root, path, names=names, read_content=False, light=True)
     if isinstance(got, ScanWarning):
         if got.message != scanner.VANISHED:
             warnings.append(got)
@@ -305,7 +305,7 @@ def _check_children(
             continue
         if _ignored(item, target.rule):
             continue
-        got = scanner.collect(root, item, names=names, read_content=False)
+        got = scanner.collect(root, item, names=names, read_content=False, light=True)
         if isinstance(got, ScanWarning):
             if got.message != scanner.VANISHED:  # queue files come and go: normal
                 warnings.append(got)

@@ -142,6 +142,16 @@ def acl_write_entries(acl: str | None) -> set[str]:
     return out
 
 
+def _acl_named(acl: str | None) -> set[str]:
+    """Named user/group ACL entries that grant anything (beyond owner, group, other)."""
+    out = set()
+    for entry in (acl or "").split(","):
+        parts = entry.split(":")
+        if len(parts) == 3 and parts[0] in ("user", "group") and parts[1] and parts[2] != "---":
+            out.add(f"{parts[0]}:{parts[1]}")
+    return out
+
+
 def _acl_state(rec: FileRecord, role: Role) -> list[Finding]:
     writers = acl_write_entries(rec.acl)
     if not writers or role not in TRUSTED_ROLES | {Role.QUEUE}:
@@ -206,6 +216,20 @@ def check_child(rec: FileRecord, parent: Rule) -> list[Finding]:
                 None,
                 fmt(rec.mode),
                 fix=f"chmod {fmt(rec.mode & ~bad)} {rec.path}",
+            )
+        )
+    named = _acl_named(rec.acl)
+    if named:
+        out.append(
+            Finding(
+                rec.path,
+                "MI-QUEUE-FILE-EXPOSED",
+                Severity.HIGH,
+                f"ACL grants {', '.join(sorted(named))} access: private mail is exposed",
+                "acl",
+                None,
+                rec.acl,
+                fix=f"setfacl -b {rec.path}",
             )
         )
     if expect.owner and (rec.owner or str(rec.uid)) not in expect.owner:

@@ -21,7 +21,7 @@ import struct
 import threading
 from array import array
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import cache
 from typing import TypeVar
 
@@ -205,6 +205,7 @@ def collect(
     max_text: int = 16 * 2**20,
     lstat: Callable[[str], os.stat_result] = os.lstat,
     opener: Callable[..., int] = os.open,
+    light: bool = False,
 ) -> Collected | ScanWarning:
     """Describe ``path`` (absolute inside ``root``) as it is now.
 
@@ -213,6 +214,7 @@ def collect(
     ENAMETOOLONG, EACCES on a parent...), or a parent symlink leads out of ``root``.
     Otherwise a ``Collected``; see its docstring for the partial cases.
     ``read_content=False`` never opens the file (queue files, mailboxes): digest None.
+    ``light`` (with ``read_content=False``): no xattrs or flags, for permission-only checks.
     """
     full = host_path(root, path)
     if _escapes_root(root, full, names.parents):
@@ -223,8 +225,9 @@ def collect(
         return _os_warning(path, exc)
     if stat.S_ISREG(st.st_mode) and read_content:
         return _collect_regular(path, full, st, names, opener, max_text if keep_text else -1)
-    record = _record(path, full, st, names)
-    return _with_link(record, full) if stat.S_ISLNK(st.st_mode) else Collected(record)
+    if stat.S_ISLNK(st.st_mode):
+        return _with_link(path, full, st, names, light)
+    return Collected(_record(path, full, st, names, light=light and not read_content))
 
 
 def _escapes_root(root: str, full: str, seen: dict[str, bool] | None = None) -> bool:
@@ -264,45 +267,73 @@ def _ftype(mode: int) -> FileType:
     return next((ft for test, ft in _FTYPES if test(mode)), FileType.UNKNOWN)
 
 
-def _with_stat(record: FileRecord, st: os.stat_result) -> FileRecord:
-    return replace(
-        record,
+def _record(
+    path: str,
+    target: str | int,
+    st: os.stat_result,
+    names: IdNames,
+    *,
+    digest: str | None = None,
+    link_target: str | None = None,
+    light: bool = False,
+) -> FileRecord:
+    """Metadata, built once (xattrs and statx work on the path or the given fd).
+
+    ``light``: owner, group and mode only, no xattr or flag syscalls (queue entries and
+    mailboxes, checked by the thousand for their permissions).
+    """
+    if light:
+        xattrs: tuple[tuple[str, str], ...] = ()
+        caps = selinux = None
+        acl = _light_acl(target)  # an ACL can expose a queue file as surely as a mode
+        flags: frozenset[str] = frozenset()
+    else:
+        xattrs, caps, acl, selinux = read_xattrs(target)
+        flags = read_flags(target, st.st_mode)
+    return FileRecord(
+        path=path,
         ftype=_ftype(st.st_mode),
         mode=stat.S_IMODE(st.st_mode),
         uid=st.st_uid,
         gid=st.st_gid,
+        owner=names.user(st.st_uid),
+        group=names.group(st.st_gid),
         size=st.st_size,
         mtime_ns=st.st_mtime_ns,
         ctime_ns=st.st_ctime_ns,
         inode=st.st_ino,
         nlink=st.st_nlink,
-    )
-
-
-def _record(path: str, target: str | int, st: os.stat_result, names: IdNames) -> FileRecord:
-    """Metadata only; opens nothing (xattrs and statx work on the path or the given fd)."""
-    xattrs, caps, acl, selinux = read_xattrs(target)
-    bare = FileRecord(path=path, ftype=FileType.UNKNOWN, mode=0, uid=0, gid=0)
-    return replace(
-        _with_stat(bare, st),
-        owner=names.user(st.st_uid),
-        group=names.group(st.st_gid),
+        digest=digest,
+        link_target=link_target,
         xattrs=xattrs,
         caps=caps,
         acl=acl,
         selinux=selinux,
-        flags=read_flags(target, st.st_mode),
+        flags=flags,
     )
 
 
-def _with_link(record: FileRecord, full: str) -> Collected | ScanWarning:
+def _light_acl(target: str | int) -> str | None:
+    """The access ACL alone: one getxattr, usually ENODATA."""
+    if isinstance(target, int):
+        return None
+    try:
+        raw = os.getxattr(target, "system.posix_acl_access", follow_symlinks=False)
+    except OSError:
+        return None
+    return decode_acl(raw)
+
+
+def _with_link(
+    path: str, full: str, st: os.stat_result, names: IdNames, light: bool
+) -> Collected | ScanWarning:
     try:
         target = os.readlink(full)
     except OSError as exc:
         # lstat said symlink: ENOENT means it went away, EINVAL that it was replaced.
         gone = exc.errno == errno.ENOENT
-        return _os_warning(record.path, exc) if gone else ScanWarning(record.path, CHANGED)
-    return Collected(replace(record, link_target=target))
+        return _os_warning(path, exc) if gone else ScanWarning(path, CHANGED)
+    return Collected(_record(path, full, st, names, link_target=target, light=light))
 
 
 def _open_noatime(opener: Callable[..., int], full: str, flags: int) -> int:
@@ -353,14 +384,14 @@ def _collect_regular(
         keep = max_text >= 0 and fst.st_size <= max_text
         digest, text, count = _hash_fd(fd, fst.st_size, max_text if keep else -1)
         after = os.fstat(fd)
-        record = _record(path, fd, fst, names)
+        record = _record(path, fd, fst, names, digest=digest)
     except OSError as exc:
         return _os_warning(path, exc)
     finally:
         os.close(fd)
     steady = count == fst.st_size == after.st_size and after.st_mtime_ns == fst.st_mtime_ns
     warning = None if steady else ScanWarning(path, CHANGED)
-    return Collected(replace(record, digest=digest), text, warning)
+    return Collected(record, text, warning)
 
 
 _local = threading.local()

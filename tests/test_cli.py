@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sqlite3
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -216,3 +218,16 @@ def test_enforce_restores_mode_and_owner_but_not_content(host, capsys):
     assert "extra: root" in aliases.read_text()
     _, out, _ = run(capsys, "verify", *args, "--format", "json")
     assert all(f["attribute"] != "mode" for f in json.loads(out)["findings"])
+
+
+@pytest.mark.skipif(not shutil.which("setfacl"), reason="acl package not installed")
+def test_queue_file_exposed_by_acl_is_reported(host, capsys):
+    """A queue file with mode 0600 but an ACL granting a user read access is exposed."""
+    root, args = host
+    run(capsys, "init", *args)
+    qf = root / "var/spool/mqueue/qfA1B2C3"
+    subprocess.run(["setfacl", "-m", "u:nobody:r", str(qf)], check=True)
+    code, out, _ = run(capsys, "verify", *args, "--format", "json")
+    found = [f for f in json.loads(out)["findings"] if f["path"] == "/var/spool/mqueue/qfA1B2C3"]
+    assert {(f["rule"], f["attribute"]) for f in found} >= {("MI-QUEUE-FILE-EXPOSED", "acl")}
+    assert code & 8
