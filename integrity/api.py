@@ -170,10 +170,7 @@ def _add_target(root: str, plan: Plan, policy: Policy, path: str) -> None:
 
 
 def _ignored(path: str, rule: Rule) -> bool:
-    import fnmatch
-
-    name = path.rsplit("/", 1)[-1]
-    return any(fnmatch.fnmatchcase(name, pat) for pat in rule.ignore)
+    return bool(rule.ignore) and rule.ignores(path.rsplit("/", 1)[-1])
 
 
 # -- snapshot -----------------------------------------------------------------------------

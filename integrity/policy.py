@@ -354,6 +354,8 @@ def _below(top: str, path: str) -> list[str]:
 
 
 def _ignored(rule: Rule, top: str, path: str) -> bool:
+    if not rule.ignore:  # most rules ignore nothing: skip splitting the path
+        return False
     return any(rule.ignores(name) for name in _below(top, path))
 
 

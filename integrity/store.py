@@ -18,8 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import blake3
-from sqlite_utils import Database
-from sqlite_utils.migrations import Migrations
+
+from integrity._imports import without_numpy
+
+with without_numpy():
+    from sqlite_utils import Database
+    from sqlite_utils.migrations import Migrations
 
 from integrity.errors import BaselineCorruptError, BaselineMissingError, StoreError
 from integrity.model import FileRecord, Finding
