@@ -18,7 +18,12 @@ import click
 
 from integrity import api, report
 from integrity.config import Config, load_config
-from integrity.errors import MonitorError, UsageError
+from integrity.errors import (
+    BaselineCorruptError,
+    BaselineTamperedError,
+    MonitorError,
+    UsageError,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -219,9 +224,16 @@ def verify(enforce: bool, **kw: Any) -> int:
 
     Example: mail-integrity verify --format json | jq .summary
     """
-    opts, _ = build(kw)
-    with progress_counter(not kw["quiet"]) as tick:
-        rep = api.verify(opts, progress=tick, enforce=enforce)
+    opts, cfg = build(kw)
+    try:
+        with progress_counter(not kw["quiet"]) as tick:
+            rep = api.verify(opts, progress=tick, enforce=enforce)
+    except (BaselineCorruptError, BaselineTamperedError) as exc:
+        if cfg.syslog.url:  # the SIEM must hear it even from a cron verify
+            from integrity.daemon import alarm, make_sender
+
+            alarm(make_sender(cfg, None), opts.db, exc)
+        raise
     emit_report(rep, kw["fmt"], kw["quiet"], kw["verbose"])
     return rep.exit_code()
 

@@ -286,6 +286,7 @@ def alarm(sender: SyslogSender | None, db: str, exc: MonitorError, *, close: boo
     finding = Finding(db, rule, Severity.CRITICAL, exc.message, "baseline")
     log.critical("baseline not trusted", path=db, rule=rule, message=exc.message)
     if sender is not None:
+        sender.start()  # idempotent; a cron verify has not started it yet
         sender.send(*emit.finding_event(finding, host=api.hostname()))
         if close:
             sender.close(10.0)

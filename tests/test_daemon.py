@@ -301,3 +301,30 @@ def test_renamed_and_recreated_config_dir_is_watched_again(host, rsyslog):
         rsyslog.wait_for(with_msgid("MI-SECRET-READABLE", "/etc/mail/authinfo"), 10)
     finally:
         daemon.stop()
+
+
+def test_cron_verify_of_tampered_baseline_alerts_the_siem(host, rsyslog):
+    """`verify` (cron, not the daemon) on an edited signed baseline: exit 20 and a critical."""
+    from integrity import signing
+    from integrity.store import Store
+
+    base, root, profiles = host
+    signing.keygen(str(base / "k.key"), str(base / "k.pub"), b"pw-for-the-test")
+    opts = api.Options(root=str(root), db=str(base / "baseline.db"), profiles=("demo",),
+                       profile_dirs=(str(profiles),))
+    api.init(opts, sign=api.SignKey(str(base / "k.key"), b"pw-for-the-test"))
+    store = Store.open(str(base / "baseline.db"))
+    store.db.execute("update files set mode = 0 where rowid = 1")
+    store.db.execute("update files set record = replace(record, '\"uid\":', '\"uid\":9')"
+                     " where rowid = 1")
+    store.set_meta("rows_digest", store.current_digest())
+    store.close()
+    config = base / "verify.toml"
+    config.write_text(f'public_key = "{base}/k.pub"\nledger = "{base}/gen.json"\n'
+                      f'[syslog]\nurl = "{rsyslog.url("tcp")}"\noutbox = "{base}/vo.db"\n')
+    proc = subprocess.run(
+        [sys.executable, "-m", "integrity", "verify", "--root", str(root), "--db",
+         str(base / "baseline.db"), "--profile", "demo", "--profile-dir", str(profiles),
+         "--config", str(config)], capture_output=True, timeout=60)
+    assert proc.returncode == 20, proc.stderr
+    rsyslog.wait_for(with_msgid("MI-BASELINE-SIGNATURE-INVALID"), 10)
