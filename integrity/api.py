@@ -789,17 +789,7 @@ def _fleet_record(rec: FileRecord) -> FileRecord:
 
 def compare_baselines(db_a: str, db_b: str, *, profile_dirs: Iterable[str] = ()) -> Report:
     """Fleet drift: how host B's baseline differs from host A's (A is the reference)."""
-    loaded = []
-    for db in (db_a, db_b):
-        store = Store.open(db)
-        try:
-            records, raw_roles = store.load_baseline()
-            names = [n for n in (store.get_meta("profiles", "") or "").split(",") if n]
-            host = store.get_meta("host") or db
-        finally:
-            store.close()
-        loaded.append((records, raw_roles, names, host))
-    (rec_a, roles_a, names_a, _), (rec_b, roles_b, _, _) = loaded
+    (rec_a, roles_a, names_a), (rec_b, roles_b, _) = (_load_any(db_a), _load_any(db_b))
     extra = [str(d) for d in profile_dirs]
     policy = load(names_a, dirs=default_profile_dirs(extra) if extra else None)
     a = {p: _fleet_record(r) for p, r in rec_a.items()}
@@ -913,3 +903,63 @@ def explain_binaries(
             f = replace(f, severity=sev, message=f"{f.message} ({where})")
         out.append(f)
     return out
+
+
+def export_baseline(db: str) -> dict[str, object]:
+    """The baseline as JSON (for fleet comparison on another machine); checksum included."""
+    store = Store.open(db)
+    try:
+        store.load_baseline()  # refuse to export rows that fail their checksum
+        rows = [
+            {"path": os.fsdecode(p), "role": role, "record": record}
+            for p, role, record in sorted(store.raw_rows())
+        ]
+        meta = {
+            k: store.get_meta(k)
+            for k in (
+                "host",
+                "root",
+                "profiles",
+                "generation",
+                "rows_digest",
+                "signature",
+                "signer",
+            )
+        }
+    finally:
+        store.close()
+    return {"format": "mail-integrity-baseline/1", "meta": meta, "files": rows}
+
+
+def _load_any(path: str) -> tuple[dict[str, FileRecord], dict[str, str], list[str]]:
+    """Records, roles and profile names from a database or an exported JSON baseline."""
+    import json
+
+    from integrity.errors import BaselineCorruptError
+    from integrity.store import rows_digest
+
+    with open(path, "rb") as fh:
+        head = fh.read(1)
+    if head != b"{":
+        store = Store.open(path)
+        try:
+            records, roles = store.load_baseline()
+            names = [n for n in (store.get_meta("profiles", "") or "").split(",") if n]
+        finally:
+            store.close()
+        return records, roles, names
+    try:
+        with open(path, encoding="utf-8") as fh:
+            doc = json.load(fh)
+        rows = [(os.fsencode(r["path"]), r["role"], r["record"]) for r in doc["files"]]
+        meta = doc["meta"]
+        if rows_digest(rows) != meta["rows_digest"]:
+            raise BaselineCorruptError(f"{path}: exported rows do not match their checksum")
+        records = {
+            os.fsdecode(p): FileRecord.from_row({"path": os.fsdecode(p), **json.loads(rec)})
+            for p, _, rec in rows
+        }
+        roles = {os.fsdecode(p): role for p, role, _ in rows}
+    except (ValueError, KeyError, TypeError) as exc:
+        raise BaselineCorruptError(f"{path}: not an exported baseline: {exc}") from exc
+    return records, roles, [n for n in (meta.get("profiles") or "").split(",") if n]

@@ -394,6 +394,8 @@ def keygen(private_path: str, public_path: str, passphrase_file: str | None) -> 
 def compare_cmd(reference: str, other: str, profile_dirs: tuple[str, ...], fmt: str) -> int:
     """Fleet drift: how OTHER's baseline differs from REFERENCE's (same role, two hosts).
 
+    Each may be a baseline database or a JSON file written by `export`.
+
     Owners are compared by name; inode, times and link counts are ignored. Exit codes as
     verify.
 
@@ -402,6 +404,18 @@ def compare_cmd(reference: str, other: str, profile_dirs: tuple[str, ...], fmt: 
     rep = api.compare_baselines(reference, other, profile_dirs=profile_dirs)
     emit_report(rep, fmt, False, 0)
     return rep.exit_code()
+
+
+@cli.command()
+@common_options
+def export(**kw: Any) -> int:
+    """Write the baseline as JSON (checksum included), e.g. to compare hosts elsewhere.
+
+    Example: mail-integrity export > mx1-baseline.json
+    """
+    opts, _ = build(kw)
+    click.echo(json.dumps(api.export_baseline(opts.db), indent=1, sort_keys=True))
+    return 0
 
 
 @cli.command()

@@ -191,12 +191,12 @@ class Store:
 
     # -- baseline -----------------------------------------------------------------------
 
-    def _raw_rows(self) -> Iterator[tuple[bytes, str, str]]:
+    def raw_rows(self) -> Iterator[tuple[bytes, str, str]]:
         for row in self.db.execute("select path, role, record from files").fetchall():
             yield bytes(row[0]), row[1], row[2]
 
     def current_digest(self) -> str:
-        return rows_digest(self._raw_rows())
+        return rows_digest(self.raw_rows())
 
     def load_baseline(self) -> tuple[dict[str, FileRecord], dict[str, str]]:
         """Records and roles by path; refuses rows that do not match their digest."""

@@ -231,3 +231,26 @@ def test_queue_file_exposed_by_acl_is_reported(host, capsys):
     found = [f for f in json.loads(out)["findings"] if f["path"] == "/var/spool/mqueue/qfA1B2C3"]
     assert {(f["rule"], f["attribute"]) for f in found} >= {("MI-QUEUE-FILE-EXPOSED", "acl")}
     assert code & 8
+
+
+def test_export_then_compare_json_baselines(host, capsys, tmp_path):
+    """An exported JSON baseline compares like the database; an edited export is refused."""
+    root, args = host
+    run(capsys, "init", *args)
+    code, out, _ = run(capsys, "export", *args)
+    assert code == 0
+    (tmp_path / "a.json").write_text(out)
+    os.chmod(root / "etc/mail/aliases", 0o600)
+    run(capsys, "update", *args, "--all", "--reason", "tighten")
+    _, out, _ = run(capsys, "export", *args)
+    (tmp_path / "b.json").write_text(out)
+    code, out, _ = run(capsys, "compare", str(tmp_path / "a.json"), str(tmp_path / "b.json"),
+                       "--profile-dir", str(tmp_path / "profiles"), "--format", "json")
+    doc = json.loads(out)
+    assert [f["path"] for f in doc["findings"]] == ["/etc/mail/aliases"]
+    edited = (tmp_path / "b.json").read_text().replace('\\"mode\\":384', '\\"mode\\":420')
+    assert edited != (tmp_path / "b.json").read_text()
+    (tmp_path / "c.json").write_text(edited)
+    code, _, err = run(capsys, "compare", str(tmp_path / "a.json"), str(tmp_path / "c.json"),
+                       "--profile-dir", str(tmp_path / "profiles"))
+    assert code == 19 and "checksum" in err
