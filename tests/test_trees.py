@@ -127,3 +127,25 @@ def test_audit_finds_the_classic_sendmail_mistakes_with_fixes(tmp_path):
     assert any("SETID" in r for r in by_path.get("/usr/libexec/sendmail/sendmail", []))
     assert any("DECODE" in r or "DECODER" in r for r in by_path["/etc/aliases"])
     assert rep.exit_code() & 8
+
+
+@pytest.mark.parametrize(
+    ("pristine", "path"),
+    [
+        ("sendmail", "/usr/libexec/sendmail/helper"),
+        ("postfix", "/usr/lib/postfix/sbin/helper"),
+        ("dovecot", "/usr/lib/dovecot/helper"),
+        ("sendmail", "/etc/mail/smrsh/sh"),
+    ],
+    indirect=["pristine"],
+)
+def test_new_setuid_file_in_a_binary_dir_is_critical(pristine, path, tmp_path):
+    """A set-user-ID file dropped next to the MTA's binaries: added (+1) and critical."""
+    root, db = copy_host(pristine, tmp_path)
+    target = root / path.lstrip("/")
+    shutil.copy("/bin/true", target)
+    os.chmod(target, 0o4755)
+    rep = api.verify(api.Options(root=str(root), db=str(db)), record_run=False)
+    mine = [f for f in rep.findings if f.path == path]
+    assert any(f.severity == Severity.CRITICAL for f in mine), [f.to_json() for f in mine]
+    assert rep.exit_code() & 1 and rep.exit_code() & 8
