@@ -24,6 +24,7 @@ from integrity.errors import (
     MonitorError,
     UsageError,
 )
+from integrity.snapshot import Progress
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -153,7 +154,7 @@ def announce(cfg: Config, opts: api.Options, command: str) -> None:
 
 
 @contextmanager
-def progress_counter(enabled: bool) -> Iterator[api.Progress | None]:
+def progress_counter(enabled: bool) -> Iterator[Progress | None]:
     """A path counter on stderr, only when it is a terminal (none under systemd or pipes)."""
     if not enabled or not sys.stderr.isatty():
         yield None
@@ -401,7 +402,9 @@ def compare_cmd(reference: str, other: str, profile_dirs: tuple[str, ...], fmt: 
 
     Example: mail-integrity compare mx1-baseline.db mx2-baseline.db
     """
-    rep = api.compare_baselines(reference, other, profile_dirs=profile_dirs)
+    from integrity import fleet
+
+    rep = fleet.compare_baselines(reference, other, profile_dirs=profile_dirs)
     emit_report(rep, fmt, False, 0)
     return rep.exit_code()
 
@@ -414,7 +417,9 @@ def export(**kw: Any) -> int:
     Example: mail-integrity export > mx1-baseline.json
     """
     opts, _ = build(kw)
-    click.echo(json.dumps(api.export_baseline(opts.db), indent=1, sort_keys=True))
+    from integrity import fleet
+
+    click.echo(json.dumps(fleet.export_baseline(opts.db), indent=1, sort_keys=True))
     return 0
 
 

@@ -38,6 +38,7 @@ from integrity import api, emit, sdnotify
 from integrity.config import Config
 from integrity.errors import BaselineCorruptError, BaselineTamperedError, IOFailure, MonitorError
 from integrity.model import Finding, Report, Severity
+from integrity.session import Session
 from integrity.syslog import SyslogSender, facility_code
 
 log = structlog.get_logger("mail-integrity.watch")
@@ -120,7 +121,7 @@ class Watcher:
         self, opts: api.Options, cfg: Config, sender: SyslogSender | None, *, enforce: bool = False
     ) -> None:
         self.cfg = cfg
-        self.session = api.Session(opts, enforce=enforce)
+        self.session = Session(opts, enforce=enforce)
         self.sender = sender
         self.host = api.hostname()
         self.dirty = DirtySet()

@@ -1,0 +1,170 @@
+"""The daemon's view of a baseline: kept in memory, verified in full or path by path.
+
+Used by ``watch``: one store connection, reloaded when an admin runs ``update``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+
+from integrity import scanner
+from integrity.api import Options, _enforce, _header, _summary, diff_report, hostname, open_baseline
+from integrity.judge import Triage
+from integrity.model import Finding, Report, Role
+from integrity.snapshot import Progress, ancestors, make_plan, snapshot
+from integrity.store import Store
+from integrity.trust import check_signature, explain_binaries, package_triage
+
+
+class Session:
+    """A loaded baseline kept in memory for the daemon: full and path-scoped verifies.
+
+    The store is opened per call (the daemon's worker thread owns it) and the baseline is
+    reloaded when its generation moves (an admin ran ``update``).
+    """
+
+    def __init__(
+        self, opts: Options, *, triage: Triage | None = None, enforce: bool = False
+    ) -> None:
+        self.opts = opts
+        self.triage = triage
+        self.enforce = enforce
+        self.run_id: int | None = None
+        self.generation = -1
+        self._store: Store | None = None
+        self.reload()
+
+    @property
+    def store(self) -> Store:
+        """One connection, used by one thread at a time (start-up, then the worker).
+
+        synchronous=NORMAL in WAL mode: a crash of the process loses nothing, and each
+        check no longer waits for fsync (which made the latency tail).
+        """
+        if self._store is None:
+            self._store = Store.open(self.opts.db, shared=True)
+            self._store.db.execute("PRAGMA synchronous=NORMAL")
+        return self._store
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    def reload(self) -> None:
+        store, self.root, self.policy, self.baseline, self.roles = open_baseline(self.opts)
+        try:
+            self.generation = store.generation
+        finally:
+            store.close()
+        self.close()  # the worker reopens its own connection
+        self.plan = make_plan(self.root, self.policy)
+        self.auto_triage, self.provenance = package_triage(self.root, self.opts.packages)
+
+    def _stale(self) -> bool:
+        store = self.store
+        if store.generation != self.generation:
+            check_signature(
+                store,
+                self.opts.public_key,
+                pinned=self.opts.pinned_fingerprint,
+                ledger=self.opts.ledger,
+            )
+            store.load_baseline()  # refuses edited rows before we trust them
+            return True
+        return False
+
+    def watch_dirs(self) -> tuple[set[str], set[str]]:
+        """(directories to watch flat, directories to watch recursively) as host paths."""
+        flat: set[str] = set()
+        deep: set[str] = set()
+        for target in self.plan.targets.values():
+            rule = target.rule
+            if rule is not None and rule.recursive and rule.pattern == target.path:
+                deep.add(scanner.host_path(self.root, target.path))
+            flat.add(scanner.host_path(self.root, target.path.rsplit("/", 1)[0] or "/"))
+        for target in self.plan.child_dirs:
+            flat.add(scanner.host_path(self.root, target.path))
+        for rule in self.policy.rules:  # where a missing file or directory would appear
+            literal = rule.pattern.split("*", 1)[0].split("?", 1)[0].split("[", 1)[0]
+            parent = literal.rstrip("/").rsplit("/", 1)[0] or "/"
+            while not os.path.isdir(scanner.host_path(self.root, parent)) and parent != "/":
+                parent = parent.rsplit("/", 1)[0] or "/"
+            flat.add(scanner.host_path(self.root, parent))
+        return flat, deep
+
+    def watched_dir_paths(self) -> set[str]:
+        """Host paths of every directory the profiles name, present or not: when one is
+        created, renamed or replaced, the watches must be rebuilt."""
+        dir_roles = (Role.DIRECTORY, Role.QUEUE, Role.SPOOL)
+        return {
+            scanner.host_path(self.root, r.pattern)
+            for r in self.policy.rules
+            if not r.is_glob and (r.recursive or r.role in dir_roles)
+        }
+
+    def queue_dirs(self) -> set[str]:
+        """Host paths of the queue and spool directories (watched for exposure only)."""
+        return {scanner.host_path(self.root, t.path) for t in self.plan.child_dirs}
+
+    def queue_entries(self, paths: Iterable[str]) -> set[str]:
+        """The paths that lie inside a queue or spool directory (checked after the rest)."""
+        tops = {t.path for t in self.plan.child_dirs}
+        return {p for p in paths if any(a in tops for a in ancestors(p))}
+
+    def replan(self) -> None:
+        self.plan = make_plan(self.root, self.policy)
+
+    def model_path(self, host: str) -> str | None:
+        """A host path from an inotify event -> the path inside the root (None if outside)."""
+        root = self.root.rstrip("/")
+        if not root:
+            return host
+        if host == root:
+            return "/"
+        if host.startswith(root + "/"):
+            return host[len(root) :]
+        return None
+
+    def check(
+        self, paths: Iterable[str] | None = None, *, progress: Progress | None = None
+    ) -> tuple[Report, list[Finding], list[dict[str, object]]]:
+        """Verify all (paths None) or some paths; returns (report, new findings, resolved)."""
+        if self._stale():
+            self.reload()
+        if paths is None:
+            self.plan = make_plan(self.root, self.policy)
+            snap = snapshot(self.root, self.policy, progress=progress, plan=None)
+            scope = None
+        else:
+            snap = snapshot(self.root, self.policy, only=paths, plan=self.plan)
+            scope = sorted(set(snap.records) | {t for t in paths if t in self.baseline})
+        report = diff_report(
+            self.baseline,
+            self.roles,
+            snap,
+            self.policy,
+            scope=scope,
+            triage=self.triage or self.auto_triage,
+        )
+        report.findings = explain_binaries(report.findings, snap.records, self.provenance)
+        if self.enforce:
+            _enforce(self.root, report, self.baseline, snap.records)
+        store = self.store
+        report.header = _header(store, self.root, self.policy, "watch")
+        if paths is None or self.run_id is None:
+            # one run row per full verify; event-driven checks attach to it, so an event
+            # storm cannot grow the run log
+            self.run_id = store.begin_run("watch-full", self.root, self.policy.profiles, hostname())
+        track_scope = None if paths is None else sorted(set(paths) | set(snap.records))
+        new, resolved = store.track_findings(self.run_id, report.findings, scope=track_scope)
+        if paths is None:
+            store.finish_run(self.run_id, _summary(report), report.exit_code())
+        return report, new, resolved
+
+    def open_findings(self, min_rank: int) -> list[dict[str, object]]:
+        return self.store.open_findings(min_rank)
+
+    def mark_sent(self, keys: Iterable[str]) -> None:
+        self.store.mark_sent(keys)

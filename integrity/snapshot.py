@@ -1,0 +1,295 @@
+"""Collect a whole policy's worth of paths: plan (what to look at), snapshot, state checks.
+
+The first stage of every command: turn profiles and a root into targets, collect them,
+check queue and spool entries for exposure, and say what the live state violates.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+
+from integrity import analyzers, scanner
+from integrity.compare import NO_CONTENT
+from integrity.judge import assess_facts, check_child, check_parent, check_state
+from integrity.model import FileRecord, FileType, Finding, Role, ScanWarning
+from integrity.policy import Policy, Rule
+
+Progress = Callable[[int], None]
+#: roles whose directory entries are checked one by one but never recorded
+CHILD_ROLES = frozenset({Role.QUEUE, Role.SPOOL})
+MAX_TEXT = 16 * 2**20
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    path: str
+    rule: Rule | None
+    role: Role
+
+
+@dataclass(slots=True)
+class Plan:
+    """What to look at under a root: recorded targets and child-checked directories."""
+
+    targets: dict[str, Target] = field(default_factory=dict)
+    parents: set[str] = field(default_factory=set)
+    child_dirs: list[Target] = field(default_factory=list)
+    warnings: list[ScanWarning] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Snapshot:
+    records: dict[str, FileRecord]
+    roles: dict[str, Role]
+    child_findings: list[Finding]
+    warnings: list[ScanWarning]
+    plan: Plan
+
+
+def make_plan(root: str, policy: Policy, *, only: Iterable[str] | None = None) -> Plan:
+    """Expand the policy's paths and globs under root into concrete targets."""
+    plan = Plan()
+    for rule in policy.rules:
+        if rule.is_glob:
+            for path in _glob(root, rule.pattern):
+                if rule.matches(path):  # glob.glob's ** also yields the directory itself
+                    _add_target(root, plan, policy, path)
+        elif os.path.lexists(scanner.host_path(root, rule.pattern)):
+            _add_target(root, plan, policy, rule.pattern)
+        elif not rule.optional:
+            plan.warnings.append(
+                ScanWarning(rule.pattern, f"expected by profile {rule.profile} but missing")
+            )
+    for parent in policy.parents():
+        if parent not in plan.targets and os.path.lexists(scanner.host_path(root, parent)):
+            plan.targets[parent] = Target(parent, None, Role.DIRECTORY)
+            plan.parents.add(parent)
+    if only is not None:
+        keep = set(only)
+        plan.targets = {p: t for p, t in plan.targets.items() if p in keep}
+        plan.child_dirs = [t for t in plan.child_dirs if t.path in keep]
+    return plan
+
+
+def _glob(root: str, pattern: str) -> list[str]:
+    found = glob.glob(pattern.lstrip("/"), root_dir=root, recursive=True, include_hidden=True)
+    return sorted("/" + p.rstrip("/") for p in found)
+
+
+def _add_target(root: str, plan: Plan, policy: Policy, path: str) -> None:
+    if path in plan.targets:
+        return
+    rule = policy.rule_for(path)
+    role = rule.role if rule else Role.DIRECTORY
+    plan.targets[path] = Target(path, rule, role)
+    if rule is None:
+        return
+    if role in CHILD_ROLES:
+        plan.child_dirs.append(Target(path, rule, role))
+    elif rule.recursive and rule.pattern == path:
+        for item in scanner.walk(root, path):
+            if isinstance(item, ScanWarning):
+                plan.warnings.append(item)
+            elif not _ignored(item, rule):
+                sub = policy.rule_for(item)
+                plan.targets.setdefault(
+                    item, Target(item, sub, sub.role if sub else rule.entry_role)
+                )
+
+
+def _ignored(path: str, rule: Rule) -> bool:
+    return bool(rule.ignore) and rule.ignores(path.rsplit("/", 1)[-1])
+
+
+# -- snapshot -----------------------------------------------------------------------------
+
+
+def snapshot(
+    root: str,
+    policy: Policy,
+    *,
+    only: Iterable[str] | None = None,
+    progress: Progress | None = None,
+    plan: Plan | None = None,
+) -> Snapshot:
+    """Collect every target (and check queue/spool entries) under root.
+
+    With a prepared ``plan`` and ``only`` (the daemon), just those paths are looked at:
+    known targets, new entries of recursive directories, and queue/spool entries.
+    """
+    if plan is None:
+        plan = make_plan(root, policy, only=only)
+        targets = list(plan.targets.values())
+        children: list[tuple[str, Target]] = []
+    else:
+        targets, children = scoped_targets(plan, policy, only or ())
+    names = scanner.IdNames(root)
+    records: dict[str, FileRecord] = {}
+    roles: dict[str, Role] = {}
+    warnings = list(plan.warnings) if only is None else []
+    for target in targets:
+        rec, warning = collect_target(root, target, names)
+        if warning:
+            warnings.append(warning)
+        if rec is not None:
+            records[target.path] = rec
+            roles[target.path] = target.role
+        if progress:
+            progress(1)
+    child_findings: list[Finding] = []
+    for target in plan.child_dirs if only is None else []:
+        if target.path in records and records[target.path].ftype == FileType.DIR:
+            child_findings.extend(_check_children(root, target, names, warnings, progress))
+    for path, parent in children:
+        child_findings.extend(_check_child_path(root, path, parent, names, warnings))
+    return Snapshot(records, roles, child_findings, warnings, plan)
+
+
+def scoped_targets(
+    plan: Plan, policy: Policy, paths: Iterable[str]
+) -> tuple[list[Target], list[tuple[str, Target]]]:
+    """Which targets and queue entries a set of changed paths touches."""
+    child_tops = {t.path: t for t in plan.child_dirs}
+    targets: dict[str, Target] = {}
+    children: list[tuple[str, Target]] = []
+    for path in sorted(set(paths)):
+        if path in plan.targets:
+            targets[path] = plan.targets[path]
+            continue
+        top = next((a for a in ancestors(path) if a in child_tops), None)
+        if top is not None:
+            children.append((path, child_tops[top]))
+            continue
+        rule = policy.rule_for(path)
+        if rule is not None and not _ignored(path, rule):
+            targets[path] = Target(path, rule, rule.role)
+    return list(targets.values()), children
+
+
+def ancestors(path: str) -> Iterable[str]:
+    while path not in ("/", ""):
+        path = path.rsplit("/", 1)[0] or "/"
+        yield path
+
+
+def _check_child_path(
+    root: str, path: str, parent: Target, names: scanner.IdNames, warnings: list[ScanWarning]
+) -> list[Finding]:
+    if parent.rule is None or _ignored(path, parent.rule):
+        return []
+    got = scanner.collect(root, path, names=names, read_content=False, light=True)
+    if isinstance(got, ScanWarning):
+        if got.message != scanner.VANISHED:
+            warnings.append(got)
+        return []
+    return check_child(got.record, parent.rule)
+
+
+def collect_target(
+    root: str, target: Target, names: scanner.IdNames
+) -> tuple[FileRecord | None, ScanWarning | None]:
+    """One path -> its record (with analyzer facts when the profile names an analyzer)."""
+    rule, role = target.rule, target.role
+    analyzer = analyzers.get(rule.analyzer) if rule and rule.analyzer else None
+    wants_text = analyzer is not None and role != Role.SECRET
+    got = scanner.collect(
+        root,
+        target.path,
+        names=names,
+        read_content=role not in NO_CONTENT,
+        keep_text=wants_text,
+        max_text=MAX_TEXT,
+    )
+    if isinstance(got, ScanWarning):
+        return None, got
+    rec = got.record
+    if analyzer is not None and got.text is not None and role != Role.SECRET:
+        rec = replace(rec, facts=analyzer.parse(got.text.decode("utf-8", errors="replace")))
+    elif analyzer is not None and rec.ftype == FileType.FILE and rec.digest is not None:
+        got = replace(
+            got,
+            warning=got.warning
+            or ScanWarning(target.path, f"larger than {MAX_TEXT} bytes: content not analyzed"),
+        )
+    return rec, got.warning
+
+
+def _check_children(
+    root: str,
+    target: Target,
+    names: scanner.IdNames,
+    warnings: list[ScanWarning],
+    progress: Progress | None,
+) -> list[Finding]:
+    if target.rule is None:
+        return []
+    out: list[Finding] = []
+    for item in scanner.walk(root, target.path, max_depth=4):
+        if isinstance(item, ScanWarning):
+            warnings.append(item)
+            continue
+        if _ignored(item, target.rule):
+            continue
+        got = scanner.collect(root, item, names=names, read_content=False, light=True)
+        if isinstance(got, ScanWarning):
+            if got.message != scanner.VANISHED:  # queue files come and go: normal
+                warnings.append(got)
+            continue
+        out.extend(check_child(got.record, target.rule))
+        if progress:
+            progress(1)
+    return out
+
+
+def state_findings(snap: Snapshot) -> list[Finding]:
+    """Everything the live state violates, with no baseline (init and audit)."""
+    out = list(snap.child_findings)
+    for path, rec in snap.records.items():
+        target = snap.plan.targets[path]
+        if path in snap.plan.parents:
+            out.extend(check_parent(rec))
+            continue
+        out.extend(check_state(rec, target.rule, target.role))
+        out.extend(assess_facts(rec, target.rule))
+        if target.role != Role.DIRECTORY or rec.ftype != FileType.DIR:
+            continue
+        out.extend(check_parent(rec))
+    out.extend(_postfix_services(snap))
+    return dedupe(out)
+
+
+def _postfix_services(snap: Snapshot) -> list[Finding]:
+    """master.cf overrides judged together with main.cf: the exact per-service relay verdict."""
+    from integrity.analyzers import postfix
+
+    def facts_of(analyzer: str) -> dict[str, FileRecord]:
+        return {
+            p.rsplit("/", 1)[0]: r
+            for p, r in snap.records.items()
+            if r.facts is not None
+            and (t := snap.plan.targets.get(p)) is not None
+            and t.rule is not None
+            and t.rule.analyzer == analyzer
+        }
+
+    mains, masters = facts_of("postfix-main"), facts_of("postfix-master")
+    out: list[Finding] = []
+    for directory, master in masters.items():
+        main = mains.get(directory)
+        if main is not None and main.facts is not None and master.facts is not None:
+            out.extend(postfix.assess_services(master.path, main.facts, master.facts))
+    return out
+
+
+def dedupe(findings: Iterable[Finding]) -> list[Finding]:
+    seen: set[tuple[str, str, str]] = set()
+    out = []
+    for f in findings:
+        key = (f.path, f.rule, f.attribute)
+        if key not in seen:
+            seen.add(key)
+            out.append(f)
+    return sorted(out, key=lambda f: (-f.severity.rank, f.path, f.rule))

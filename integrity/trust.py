@@ -1,0 +1,99 @@
+"""Trust in the baseline and in changes: signatures, rollback ledger, package triage.
+
+The baseline is signed over a canonical digest of its rows (not the SQLite bytes); the
+host keeps only the public key. Package databases explain upgrades and expose trojans.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+
+from integrity.judge import Triage
+from integrity.model import FileRecord, Finding, Severity
+from integrity.store import Store
+
+
+@dataclass(frozen=True, slots=True)
+class SignKey:
+    """The private signing key (meant to live off the host) and its passphrase."""
+
+    path: str
+    passphrase: bytes
+
+
+def signed_payload(store: Store) -> bytes:
+    from integrity import signing
+
+    profiles = [p for p in (store.get_meta("profiles", "") or "").split(",") if p]
+    return signing.payload(
+        rows_digest=store.current_digest(),
+        host=store.get_meta("host", "") or "",
+        generation=store.generation,
+        signed_at=store.get_meta("signed_at", "") or "",
+        root=store.get_meta("root", "/") or "/",
+        profiles=profiles,
+    )
+
+
+def seal(store: Store, key: SignKey) -> str:
+    """Sign the baseline's canonical digest (not the SQLite bytes); returns the signer."""
+    from integrity import signing
+    from integrity.store import now
+
+    store.set_meta("signed_at", now())
+    signature = signing.sign(key.path, key.passphrase, signed_payload(store))
+    pub = signing.signer(key.path, key.passphrase)
+    store.set_meta("signature", signature)
+    store.set_meta("signer", pub)
+    return pub
+
+
+def check_signature(
+    store: Store, public_key: str | None, *, pinned: str | None = None, ledger: str | None = None
+) -> None:
+    """With a public key configured: valid signature, and no rollback to an older generation."""
+    if not public_key:
+        return
+    from integrity import signing
+
+    signing.check(public_key, signed_payload(store), store.get_meta("signature"), pinned=pinned)
+    seen = signing.Ledger(ledger) if ledger else signing.Ledger()
+    fpr = signing.fingerprint(signing.load_public(public_key))
+    key = signing.Ledger.key_for(fpr, os.path.abspath(store.path))
+    seen.check(key, store.generation)
+    seen.record(key, store.generation)
+
+
+def package_triage(
+    root: str, enabled: bool = True
+) -> tuple[Triage | None, Callable[[FileRecord], str] | None]:
+    """(triage, provenance) from the package manager under root, when there is one."""
+    if not enabled:
+        return None, None
+    from integrity import packages
+
+    backend = packages.detect_backend(root)
+    if backend is None:
+        return None, None
+    return packages.make_triage(root, backend), lambda rec: packages.provenance(root, backend, rec)
+
+
+def explain_binaries(
+    findings: list[Finding],
+    current: Mapping[str, FileRecord],
+    provenance: Callable[[FileRecord], str] | None,
+) -> list[Finding]:
+    """Say where a changed binary stands against its package; one that differs is critical."""
+    if provenance is None:
+        return findings
+    out = []
+    for f in findings:
+        rec = current.get(f.path)
+        if f.rule in ("MI-BINARY-CHANGED", "MI-SETID-BINARY-REPLACED") and rec is not None:
+            where = provenance(rec)
+            sev = Severity.CRITICAL if where.startswith("differs from") else f.severity
+            f = replace(f, severity=sev, message=f"{f.message} ({where})")
+        out.append(f)
+    return out
