@@ -748,6 +748,14 @@ def _content_changed(ctx: _Ctx) -> list[Finding]:
         )
     if meaning:
         return meaning
+    an = analyzers.get(rule.analyzer) if rule and rule.analyzer else None
+    if an is not None and an.facts_only:
+        # a shared system file (/etc/group): only the mail-relevant part is ours to judge
+        return [
+            Finding(new.path, "MI-CONTENT-CHANGED", Severity.LOW,
+                    "content changed outside the mail-relevant part", "content",
+                    old.digest, new.digest)
+        ]  # fmt: skip
     return [
         Finding(
             new.path,

@@ -28,6 +28,9 @@ class Analyzer:
     parse: Callable[[str], Facts]
     diff: Callable[[str, Facts, Facts], list[Finding]]
     assess: Callable[[str, Facts], list[Finding]]
+    #: the file is shared with the rest of the system (/etc/group): a content change that
+    #: leaves the facts alone is low, not medium (module attribute ``FACTS_ONLY = True``)
+    facts_only: bool = False
 
 
 #: analyzer name (as written in profiles) -> (module under integrity.analyzers, suffix).
@@ -43,6 +46,7 @@ _MODULES: dict[str, tuple[str, str]] = {
     "exim4-debconf": ("exim", "debconf"),
     "exim4-conf": ("exim", "conf"),
     "dovecot": ("dovecot", ""),
+    "groups": ("groups", ""),
 }
 
 NAMES = frozenset(_MODULES)
@@ -64,6 +68,7 @@ def get(name: str) -> Analyzer | None:
             getattr(mod, f"parse{tail}"),
             getattr(mod, f"diff{tail}"),
             getattr(mod, f"assess{tail}"),
+            bool(getattr(mod, "FACTS_ONLY", False)),
         )
     except AttributeError:
         return None
