@@ -172,7 +172,8 @@ def test_secrets_in_commands_are_redacted() -> None:
     ("text", "rule", "severity"),
     [
         ('"|/usr/bin/uudecode"\n', "MI-FORWARD-DECODE", Severity.CRITICAL),
-        ("|/usr/bin/python3 /home/bob/x.py\n", "MI-FORWARD-PIPE-INTERPRETER", Severity.CRITICAL),
+        # runs as bob, not as root: high, not critical (a decoder stays critical)
+        ("|/usr/bin/python3 /home/bob/x.py\n", "MI-FORWARD-PIPE-INTERPRETER", Severity.HIGH),
         ("/home/bob/.bashrc\n", "MI-FORWARD-FILE-SYSTEM", Severity.CRITICAL),
         ('bob, "|/usr/bin/procmail -f-"\n', "MI-FORWARD-PIPE", Severity.LOW),
     ],
@@ -185,13 +186,13 @@ def test_forward_assess(text: str, rule: str, severity: Severity) -> None:
 
 
 def test_forward_diff() -> None:
-    """Pointing a .forward at a new address is MEDIUM, adding a shell pipe CRITICAL."""
+    """Pointing a .forward at a new address is MEDIUM, adding a shell pipe HIGH (as bob)."""
     before = al.parse_forward("bob@example.com\n")
     moved = al.diff_forward("/home/bob/.forward", before, al.parse_forward("eve@evil.test\n"))
     assert _rules(moved) == {"MI-FORWARD-CHANGED": Severity.MEDIUM}
     piped = al.parse_forward('bob@example.com, "|/bin/sh -c id"\n')
     assert _rules(al.diff_forward("/home/bob/.forward", before, piped)) == {
-        "MI-FORWARD-PIPE-SHELL": Severity.CRITICAL
+        "MI-FORWARD-PIPE-SHELL": Severity.HIGH
     }
 
 

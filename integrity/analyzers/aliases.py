@@ -257,6 +257,11 @@ def _program_finding(
             " (a known delivery agent)" if kind == "mda" else ""
         )
     attr = f"{area.lower()}:{name}" if name else area.lower()
+    if area == "FORWARD" and sev == Severity.CRITICAL and "-PIPE-" in rule:
+        # a .forward runs its pipes as its owner, not as root or DefaultUser: serious for
+        # that account, but a user piping their own mail is not a host takeover (a decoder
+        # stays critical: anyone can then write files as that user, ~/.ssh included)
+        sev, text = Severity.HIGH, f"{text} (as the owner of {path})"
     return Finding(path, rule, sev, text, attr, None, command, fix)
 
 
