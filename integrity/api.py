@@ -271,15 +271,17 @@ def update(
     reason: str,
     who: str | None = None,
     sign: SignKey | None = None,
+    defer_signature: bool = False,
 ) -> int:
     """Accept the live state of ``paths`` (all when None) into the baseline; returns count."""
     if not reason.strip():
         raise UsageError("update needs --reason: say why the change is accepted")
     store, root, policy, baseline, roles = open_baseline(opts)
     try:
-        if store.get_meta("signature") and sign is None:
+        if store.get_meta("signature") and sign is None and not defer_signature:
             raise UsageError(
-                f"{opts.db} is signed: accepting changes needs the signing key (--sign-key)"
+                f"{opts.db} is signed: accepting changes needs the signing key (--sign-key), "
+                "or --defer-signature and then `payload` / `import-signature`"
             )
         scope = None if paths is None else sorted({_norm(p) for p in paths})
         snap = snapshot(root, policy, only=scope)
@@ -302,6 +304,8 @@ def update(
         )
         if sign is not None:
             seal(store, sign)
+        elif defer_signature:
+            store.set_meta("signature", "")  # unsigned until `import-signature`
         run = store.begin_run("update", root, policy.profiles, hostname())
         store.finish_run(run, {"accepted": count, "reason": reason}, 0)
     finally:
@@ -336,3 +340,29 @@ def audit(opts: Options, *, progress: Progress | None = None) -> Report:
         "host": hostname(),
     }
     return report
+
+
+def signing_payload(opts: Options) -> bytes:
+    """The bytes to sign off the host (`payload`); clears the old signature."""
+    from integrity.trust import prepare_payload
+
+    store = Store.open(opts.db)
+    try:
+        store.load_baseline()
+        return prepare_payload(store)
+    finally:
+        store.close()
+
+
+def add_signature(opts: Options, signature: str) -> str:
+    """Store a signature made off the host (`import-signature`); needs the public key."""
+    from integrity.trust import import_signature
+
+    if not opts.public_key:
+        raise UsageError("import-signature needs the public key (--public-key or public_key)")
+    store = Store.open(opts.db)
+    try:
+        store.load_baseline()
+        return import_signature(store, signature, opts.public_key)
+    finally:
+        store.close()

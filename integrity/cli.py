@@ -250,8 +250,15 @@ def verify(enforce: bool, **kw: Any) -> int:
 )
 @click.option("--all", "accept_all", is_flag=True, help="Accept every current difference.")
 @click.option("--reason", required=True, help="Why the change is accepted (kept in history).")
+@click.option(
+    "--defer-signature",
+    is_flag=True,
+    help="Signed baseline, key off the host: accept now, sign with `payload` later.",
+)
 @sign_options
-def update(accept: tuple[str, ...], accept_all: bool, reason: str, **kw: Any) -> int:
+def update(
+    accept: tuple[str, ...], accept_all: bool, reason: str, defer_signature: bool, **kw: Any
+) -> int:
     """Accept changes into the baseline, keeping who, when and why.
 
     Example: mail-integrity update --accept /etc/aliases --reason "new list for sales"
@@ -260,7 +267,13 @@ def update(accept: tuple[str, ...], accept_all: bool, reason: str, **kw: Any) ->
         raise UsageError("update needs either --accept PATH... or --all")
     key = sign_key(kw)
     opts, cfg = build(kw)
-    count = api.update(opts, paths=None if accept_all else list(accept), reason=reason, sign=key)
+    count = api.update(
+        opts,
+        paths=None if accept_all else list(accept),
+        reason=reason,
+        sign=key,
+        defer_signature=defer_signature,
+    )
     announce(cfg, opts, "update")
     if kw["fmt"] == "json":
         click.echo(json.dumps({"accepted": count, "reason": reason}))
@@ -384,6 +397,51 @@ def keygen(private_path: str, public_path: str, passphrase_file: str | None) -> 
     fpr = signing.keygen(private_path, public_path, passphrase(passphrase_file, confirm=True))
     click.echo(f"wrote {private_path} (private, keep it off the host) and {public_path}")
     click.echo(f"fingerprint {fpr} (pin it: pinned_fingerprint in config.toml)")
+    return 0
+
+
+@cli.command()
+@common_options
+def payload(**kw: Any) -> int:
+    """Print the bytes to sign for this baseline (signing with the key off the host).
+
+    Example: mail-integrity payload > mx1.payload   # then, on the workstation: sign
+    """
+    opts, _ = build(kw)
+    sys.stdout.buffer.write(api.signing_payload(opts))
+    return 0
+
+
+@cli.command()
+@click.option("--sign-key", required=True, type=click.Path(dir_okay=False))
+@click.option("--passphrase-file", type=click.Path(dir_okay=False), default=None)
+@click.argument("payload_file", type=click.Path(exists=True, dir_okay=False))
+def sign(sign_key: str, passphrase_file: str | None, payload_file: str) -> int:
+    """Sign a payload written by `payload` (run where the private key lives).
+
+    Example: mail-integrity sign --sign-key ~/keys/mx1.key mx1.payload > mx1.sig
+    """
+    from integrity import signing
+
+    with open(payload_file, "rb") as fh:
+        data = fh.read()
+    click.echo(signing.sign(sign_key, passphrase(passphrase_file), data))
+    return 0
+
+
+@cli.command("import-signature")
+@common_options
+@click.argument("signature_file", type=click.Path(exists=True, dir_okay=False))
+def import_signature(signature_file: str, **kw: Any) -> int:
+    """Store a signature made by `sign` after checking it with the public key.
+
+    Example: mail-integrity import-signature mx1.sig
+    """
+    opts, _ = build(kw)
+    with open(signature_file, encoding="ascii", errors="replace") as fh:
+        signer = api.add_signature(opts, fh.read())
+    if not kw["quiet"]:
+        click.echo(f"baseline {opts.db} signed by {signer}")
     return 0
 
 

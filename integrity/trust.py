@@ -50,6 +50,26 @@ def seal(store: Store, key: SignKey) -> str:
     return pub
 
 
+def prepare_payload(store: Store) -> bytes:
+    """For signing off the host: stamp the time and return the exact bytes to sign."""
+    from integrity.store import now
+
+    store.set_meta("signed_at", now())
+    store.set_meta("signature", "")  # the old signature no longer covers these rows
+    return signed_payload(store)
+
+
+def import_signature(store: Store, signature: str, public_key: str) -> str:
+    """Store a signature made off the host, after checking it; returns the signer."""
+    from integrity import signing
+
+    signing.check(public_key, signed_payload(store), signature)
+    fpr = signing.fingerprint(signing.load_public(public_key))
+    store.set_meta("signature", signature.strip())
+    store.set_meta("signer", fpr)
+    return fpr
+
+
 def check_signature(
     store: Store, public_key: str | None, *, pinned: str | None = None, ledger: str | None = None
 ) -> None:

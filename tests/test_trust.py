@@ -138,3 +138,22 @@ def test_package_bytes_are_triaged_and_hand_written_bytes_escalated(tmp_path):
     mine = [f for f in rep.findings if f.path == "/usr/libexec/sendmail/mail.local"]
     assert [str(f.severity) for f in mine] == ["critical"]
     assert "differs from package sendmail-bin" in mine[0].message
+
+
+def test_offline_signing_flow(signed, capsys):
+    """update --defer-signature, payload, sign elsewhere, import-signature: verified again."""
+    root, args, key, tmp = signed
+    os.chmod(root / "etc/mail/aliases", 0o640)
+    assert main(["update", *args, "--accept", "/etc/mail/aliases", "--reason", "x",
+                 "--defer-signature"]) == 0
+    assert verify(args, capsys)[0] == 20  # unsigned until the signature comes back
+    assert main(["payload", *args]) == 0
+    (tmp / "p.bin").write_bytes(capsys.readouterr().out.encode())
+    assert main(["sign", *key, str(tmp / "p.bin")]) == 0
+    (tmp / "p.sig").write_text(capsys.readouterr().out)
+    assert main(["import-signature", *args, str(tmp / "p.sig")]) == 0
+    capsys.readouterr()
+    assert verify(args, capsys)[0] == 0
+    sig = (tmp / "p.sig").read_text()
+    (tmp / "bad.sig").write_text(("B" if sig[0] != "B" else "C") + sig[1:])
+    assert main(["import-signature", *args, str(tmp / "bad.sig")]) == 20
