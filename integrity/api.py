@@ -18,7 +18,17 @@ from integrity.judge import Triage, judge
 from integrity.model import FileRecord, Report, Role
 from integrity.policy import Expect, Policy, Rule, detect, load
 from integrity.policy import profile_dirs as default_profile_dirs
-from integrity.snapshot import Progress, Snapshot, dedupe, snapshot, state_findings
+from integrity.snapshot import (
+    Drift,
+    Progress,
+    Snapshot,
+    dedupe,
+    make_plan,
+    role_from,
+    snapshot,
+    state_findings,
+    stream_drift,
+)
 from integrity.store import Store
 from integrity.trust import SignKey, check_signature, explain_binaries, package_triage, seal
 
@@ -158,16 +168,13 @@ def _summary(report: Report) -> dict[str, object]:
     }
 
 
-def open_baseline(
-    opts: Options,
-) -> tuple[Store, str, Policy, dict[str, FileRecord], dict[str, Role]]:
-    """The store, the root and policy it was built with, and its records and roles."""
+def open_store(opts: Options) -> tuple[Store, str, Policy]:
+    """The store (signature checked), and the root and policy its baseline was built with."""
     store = Store.open(opts.db)
     try:
         check_signature(
             store, opts.public_key, pinned=opts.pinned_fingerprint, ledger=opts.ledger
         )  # first: with a key, an edited row is a forgery (20)
-        baseline, raw_roles = store.load_baseline()
         root = _check_root(opts.root if opts.root != "/" else store.get_meta("root", "/") or "/")
         names = (
             list(opts.profiles)
@@ -178,10 +185,20 @@ def open_baseline(
     except BaseException:
         store.close()
         raise
-    roles = {
-        p: Role(r) if r in Role.__members__.values() else Role.DIRECTORY
-        for p, r in raw_roles.items()
-    }
+    return store, root, policy
+
+
+def open_baseline(
+    opts: Options,
+) -> tuple[Store, str, Policy, dict[str, FileRecord], dict[str, Role]]:
+    """``open_store`` plus the whole baseline in memory (records and roles)."""
+    store, root, policy = open_store(opts)
+    try:
+        baseline, raw_roles = store.load_baseline()
+    except BaseException:
+        store.close()
+        raise
+    roles = {p: role_from(r) for p, r in raw_roles.items()}
     return store, root, policy, baseline, roles
 
 
@@ -198,17 +215,27 @@ def verify(
 
     ``enforce`` puts loosened modes and changed owners back to the baseline (never content).
     """
-    store, root, policy, baseline, roles = open_baseline(opts)
+    store, root, policy = open_store(opts)
     try:
         scope = None if only is None else sorted(set(only))
-        snap = snapshot(root, policy, only=scope, progress=progress)
         auto_triage, provenance = package_triage(root, opts.packages)
-        report = diff_report(
-            baseline, roles, snap, policy, scope=scope, triage=triage or auto_triage
-        )
-        report.findings = explain_binaries(report.findings, snap.records, provenance)
+        if scope is None:  # the whole tree: streamed, memory bounded by what changed
+            drift = stream_drift(
+                root, make_plan(root, policy), store.iter_baseline(), progress=progress
+            )
+            report = drift_report(drift, policy, triage=triage or auto_triage)
+            baseline, current = drift.baseline, drift.current
+        else:
+            baseline, raw_roles = store.load_baseline()
+            roles = {p: role_from(r) for p, r in raw_roles.items()}
+            snap = snapshot(root, policy, only=scope, progress=progress)
+            report = diff_report(
+                baseline, roles, snap, policy, scope=scope, triage=triage or auto_triage
+            )
+            current = snap.records
+        report.findings = explain_binaries(report.findings, current, provenance)
         if enforce:
-            _enforce(root, report, baseline, snap.records)
+            _enforce(root, report, baseline, current)
         report.header = _header(store, root, policy, "verify")
         if record_run:
             run = store.begin_run("verify", root, policy.profiles, hostname())
@@ -217,6 +244,24 @@ def verify(
     finally:
         store.close()
     return report
+
+
+def drift_report(drift: Drift, policy: Policy, *, triage: Triage | None = None) -> Report:
+    """Pure part of a streamed verify: the kept differences -> Report."""
+    changes = compare(drift.baseline, drift.current, drift.roles)
+    findings = judge(changes, drift.baseline, drift.current, policy, drift.roles, triage=triage)
+    findings.extend(drift.child_findings)
+    kinds: dict[str, set[str]] = {"added": set(), "removed": set(), "changed": set()}
+    for ch in changes:
+        kinds[str(ch.kind)].add(ch.path)
+    return Report(
+        findings=dedupe(findings),
+        warnings=[w for w in drift.warnings if w.path not in kinds["removed"]],
+        added=len(kinds["added"]),
+        removed=len(kinds["removed"]),
+        changed=len(kinds["changed"]),
+        scanned=drift.scanned,
+    )
 
 
 def _enforce(

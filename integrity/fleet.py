@@ -12,7 +12,7 @@ from integrity.judge import judge
 from integrity.model import FileRecord, Report, Role
 from integrity.policy import load
 from integrity.policy import profile_dirs as default_profile_dirs
-from integrity.snapshot import dedupe
+from integrity.snapshot import dedupe, role_from
 from integrity.store import Store
 
 
@@ -42,7 +42,7 @@ def compare_baselines(db_a: str, db_b: str, *, profile_dirs: Iterable[str] = ())
     policy = load(names_a, dirs=default_profile_dirs(extra) if extra else None)
     a = {p: _fleet_record(r) for p, r in rec_a.items()}
     b = {p: _fleet_record(r) for p, r in rec_b.items()}
-    roles: dict[str, Role] = {p: _role(r) for p, r in {**roles_b, **roles_a}.items()}
+    roles: dict[str, Role] = {p: role_from(r) for p, r in {**roles_b, **roles_a}.items()}
     changes = compare(a, b, roles)
     findings = judge(changes, a, b, policy, roles)
     kinds: dict[str, set[str]] = {"added": set(), "removed": set(), "changed": set()}
@@ -62,13 +62,6 @@ def compare_baselines(db_a: str, db_b: str, *, profile_dirs: Iterable[str] = ())
         "profiles": list(policy.profiles),
     }
     return report
-
-
-def _role(text: str) -> Role:
-    try:
-        return Role(text)
-    except ValueError:
-        return Role.DIRECTORY
 
 
 def export_baseline(db: str) -> dict[str, object]:

@@ -148,6 +148,103 @@ def snapshot(
     return Snapshot(records, roles, child_findings, warnings, plan)
 
 
+@dataclass(slots=True)
+class Drift:
+    """What a streaming verify keeps: only the paths that differ, plus counts."""
+
+    baseline: dict[str, FileRecord] = field(default_factory=dict)
+    current: dict[str, FileRecord] = field(default_factory=dict)
+    roles: dict[str, Role] = field(default_factory=dict)
+    child_findings: list[Finding] = field(default_factory=list)
+    warnings: list[ScanWarning] = field(default_factory=list)
+    scanned: int = 0
+
+
+def stream_drift(
+    root: str,
+    plan: Plan,
+    rows: Iterable[tuple[str, str, str]],
+    *,
+    progress: Progress | None = None,
+) -> Drift:
+    """Merge the baseline rows (in path order) with a scan of the plan, keeping only drift.
+
+    Memory stays at the plan plus what changed, whatever the tree: an unchanged path is
+    recognised by its canonical record JSON and dropped at once.
+    """
+    from integrity.compare import diff_records
+    from integrity.store import record_json
+
+    names = scanner.IdNames(root)
+    out = Drift(warnings=list(plan.warnings))
+    dirs: set[str] = set()
+    targets = sorted(plan.targets.values(), key=lambda t: os.fsencode(t.path))
+    it = iter(targets)
+    target = next(it, None)
+
+    def scan(t: Target) -> FileRecord | None:
+        rec, warning = collect_target(root, t, names)
+        if warning:
+            out.warnings.append(warning)
+        if progress:
+            progress(1)
+        if rec is not None:
+            out.scanned += 1
+            if rec.ftype == FileType.DIR:
+                dirs.add(t.path)
+        return rec
+
+    def keep_new(t: Target) -> None:
+        rec = scan(t)
+        if rec is not None:
+            out.current[t.path], out.roles[t.path] = rec, t.role
+
+    for path, role_text, record in rows:
+        key = os.fsencode(path)
+        while target is not None and os.fsencode(target.path) < key:
+            keep_new(target)  # on disk, not in the baseline: added
+            target = next(it, None)
+        role = role_from(role_text)
+        if target is None or target.path != path:
+            out.baseline[path] = _parse(path, record)  # in the baseline, not planned
+            out.roles[path] = role
+            continue
+        rec = scan(target)
+        target = next(it, None)
+        if rec is not None and record_json(rec) == record:
+            continue  # the common case: nothing moved
+        old = _parse(path, record)
+        if rec is None or diff_records(old, rec, role):
+            out.baseline[path], out.roles[path] = old, role
+            if rec is not None:
+                out.current[path] = rec
+    while target is not None:
+        keep_new(target)
+        target = next(it, None)
+    for t in plan.child_dirs:
+        if t.path in dirs:
+            out.child_findings.extend(_check_children(root, t, names, out.warnings, progress))
+    return out
+
+
+def _parse(path: str, record: str) -> FileRecord:
+    import json
+
+    from integrity.errors import BaselineCorruptError
+
+    try:
+        return FileRecord.from_row({"path": path, **json.loads(record)})
+    except (ValueError, KeyError, TypeError) as exc:
+        raise BaselineCorruptError(f"unreadable baseline row for {path}: {exc}") from exc
+
+
+def role_from(text: str) -> Role:
+    try:
+        return Role(text)
+    except ValueError:
+        return Role.DIRECTORY
+
+
 def scoped_targets(
     plan: Plan, policy: Policy, paths: Iterable[str]
 ) -> tuple[list[Target], list[tuple[str, Target]]]:

@@ -232,6 +232,30 @@ class Store:
             raise BaselineCorruptError(f"{self.path}: unreadable baseline row: {bad}") from bad
         return records, roles
 
+    def iter_baseline(self) -> Iterator[tuple[str, str, str]]:
+        """(path, role, record JSON) in path order, checked against the rows digest.
+
+        For a streaming verify: nothing is kept in memory, and the digest mismatch is
+        raised after the last row (consume the iterator fully before trusting a result).
+        """
+        expected = self.get_meta("rows_digest")
+        if expected is None:
+            raise BaselineMissingError(
+                f"{self.path} holds no baseline; run `mail-integrity init` first"
+            )
+        hasher = _RowHasher()
+        cursor = self.db.conn.cursor()
+        cursor.execute("select path, role, record from files order by path")
+        for path_raw, role, record in cursor:
+            path_b = bytes(path_raw)
+            hasher.add(path_b, role, record)
+            yield os.fsdecode(path_b), role, record
+        if not hmac.compare_digest(hasher.hexdigest(), expected):
+            raise BaselineCorruptError(
+                f"{self.path}: baseline rows do not match their checksum: the database was "
+                "edited outside mail-integrity; restore it from your off-host copy"
+            )
+
     def _row(self, rec: FileRecord, role: str) -> dict[str, Any]:
         return {
             "path": os.fsencode(rec.path),
