@@ -254,3 +254,27 @@ def test_export_then_compare_json_baselines(host, capsys, tmp_path):
     code, _, err = run(capsys, "compare", str(tmp_path / "a.json"), str(tmp_path / "c.json"),
                        "--profile-dir", str(tmp_path / "profiles"))
     assert code == 19 and "checksum" in err
+
+
+def test_streamed_verify_merges_odd_names_in_byte_order(host, capsys):
+    """Names that sort differently as text and as bytes still pair with their baseline rows."""
+    root, args = host
+    mail = os.path.join(os.fsencode(root), b"etc/mail")
+    names = [b"a-b.cf", b"a.cf", b"a/", b"\xff.cf", b"\xc3\xa9.cf", b"Z.cf", b"a_b.cf"]
+    for name in names:
+        if name.endswith(b"/"):
+            os.mkdir(os.path.join(mail, name))
+            with open(os.path.join(mail, name, b"x.cf"), "w") as fh:
+                fh.write("x")
+        else:
+            with open(os.path.join(mail, name), "w") as fh:
+                fh.write("x")
+    run(capsys, "init", *args)
+    code, out, _ = run(capsys, "verify", *args, "--format", "json")
+    assert code == 0, out
+    with open(os.path.join(mail, b"\xff.cf"), "a") as fh:
+        fh.write("y")
+    code, out, _ = run(capsys, "verify", *args, "--format", "json")
+    doc = json.loads(out)
+    assert doc["summary"] == {**doc["summary"], "added": 0, "removed": 0, "changed": 1}
+    assert {f["path"] for f in doc["findings"]} == {os.fsdecode(b"/etc/mail/\xff.cf")}
