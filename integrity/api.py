@@ -221,7 +221,7 @@ def verify(
         auto_triage, provenance = package_triage(root, opts.packages)
         if scope is None:  # the whole tree: streamed, memory bounded by what changed
             drift = stream_drift(
-                root, make_plan(root, policy), store.iter_baseline(), progress=progress
+                root, make_plan(root, policy, lean=True), store.iter_baseline(), progress=progress
             )
             report = drift_report(drift, policy, triage=triage or auto_triage)
             baseline, current = drift.baseline, drift.current

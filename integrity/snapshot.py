@@ -49,16 +49,23 @@ class Snapshot:
     plan: Plan
 
 
-def make_plan(root: str, policy: Policy, *, only: Iterable[str] | None = None) -> Plan:
-    """Expand the policy's paths and globs under root into concrete targets."""
+def make_plan(
+    root: str, policy: Policy, *, only: Iterable[str] | None = None, lean: bool = False
+) -> Plan:
+    """Expand the policy's paths and globs under root into concrete targets.
+
+    ``lean`` (a streamed verify): entries below a recursive directory keep no rule of their
+    own (one is made per entry, with no analyzer): 100k entries, some 10 MiB saved.
+    """
     plan = Plan()
+    lean_ids = {id(r) for r in policy.rules} if lean else None
     for rule in policy.rules:
         if rule.is_glob:
             for path in _glob(root, rule.pattern):
                 if rule.matches(path):  # glob.glob's ** also yields the directory itself
-                    _add_target(root, plan, policy, path)
+                    _add_target(root, plan, policy, path, lean_ids)
         elif os.path.lexists(scanner.host_path(root, rule.pattern)):
-            _add_target(root, plan, policy, rule.pattern)
+            _add_target(root, plan, policy, rule.pattern, lean_ids)
         elif not rule.optional:
             plan.warnings.append(
                 ScanWarning(rule.pattern, f"expected by profile {rule.profile} but missing")
@@ -79,7 +86,9 @@ def _glob(root: str, pattern: str) -> list[str]:
     return sorted("/" + p.rstrip("/") for p in found)
 
 
-def _add_target(root: str, plan: Plan, policy: Policy, path: str) -> None:
+def _add_target(
+    root: str, plan: Plan, policy: Policy, path: str, lean_ids: set[int] | None = None
+) -> None:
     if path in plan.targets:
         return
     rule = policy.rule_for(path)
@@ -95,9 +104,10 @@ def _add_target(root: str, plan: Plan, policy: Policy, path: str) -> None:
                 plan.warnings.append(item)
             elif not _ignored(item, rule):
                 sub = policy.rule_for(item)
-                plan.targets.setdefault(
-                    item, Target(item, sub, sub.role if sub else rule.entry_role)
-                )
+                role = sub.role if sub else rule.entry_role
+                if lean_ids is not None and sub is not None and id(sub) not in lean_ids:
+                    sub = None  # a made-up entry rule: nothing in it the collector needs
+                plan.targets.setdefault(item, Target(item, sub, role))
 
 
 def _ignored(path: str, rule: Rule) -> bool:
