@@ -286,27 +286,17 @@ def diff_report(
     scope: Iterable[str] | None = None,
     triage: Triage | None = None,
 ) -> Report:
-    """Pure part of verify: baseline vs snapshot -> Report."""
-    all_roles = {**snap.roles, **roles}
-    baseline_scope = baseline
-    if scope is not None:
-        keep = set(scope)
-        baseline_scope = {p: r for p, r in baseline.items() if p in keep}
-    changes = compare(baseline_scope, snap.records, all_roles)
-    findings = judge(changes, baseline, snap.records, policy, all_roles, triage=triage)
-    findings.extend(snap.child_findings)
-    kinds: dict[str, set[str]] = {"added": set(), "removed": set(), "changed": set()}
-    for ch in changes:
-        kinds[str(ch.kind)].add(ch.path)
-    gone = {ch.path for ch in changes if ch.kind == "removed"}
-    return Report(
-        findings=dedupe(findings),
-        warnings=[w for w in snap.warnings if w.path not in gone],
-        added=len(kinds["added"]),
-        removed=len(kinds["removed"]),
-        changed=len(kinds["changed"]),
+    """Pure part of an in-memory verify (scoped, or the daemon's): baseline vs snapshot."""
+    keep = None if scope is None else set(scope)
+    drift = Drift(
+        baseline={p: r for p, r in baseline.items() if keep is None or p in keep},
+        current=snap.records,
+        roles={**snap.roles, **roles},
+        child_findings=snap.child_findings,
+        warnings=snap.warnings,
         scanned=len(snap.records),
     )
+    return drift_report(drift, policy, triage=triage)
 
 
 def update(
