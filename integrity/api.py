@@ -30,7 +30,7 @@ from integrity.snapshot import (
     stream_drift,
 )
 from integrity.store import Store
-from integrity.trust import SignKey, check_signature, explain_binaries, package_triage, seal
+from integrity.trust import SignKey, check_signature, package_triage, seal
 
 __all__ = ["Options", "SignKey", "audit", "diff_report", "init", "update", "verify"]
 
@@ -218,22 +218,19 @@ def verify(
     store, root, policy = open_store(opts)
     try:
         scope = None if only is None else sorted(set(only))
-        auto_triage, provenance = package_triage(root, opts.packages)
+        triage = triage or package_triage(root, opts.packages)
         if scope is None:  # the whole tree: streamed, memory bounded by what changed
             drift = stream_drift(
                 root, make_plan(root, policy, lean=True), store.iter_baseline(), progress=progress
             )
-            report = drift_report(drift, policy, triage=triage or auto_triage)
+            report = drift_report(drift, policy, triage=triage)
             baseline, current = drift.baseline, drift.current
         else:
             baseline, raw_roles = store.load_baseline()
             roles = {p: role_from(r) for p, r in raw_roles.items()}
             snap = snapshot(root, policy, only=scope, progress=progress)
-            report = diff_report(
-                baseline, roles, snap, policy, scope=scope, triage=triage or auto_triage
-            )
+            report = diff_report(baseline, roles, snap, policy, scope=scope, triage=triage)
             current = snap.records
-        report.findings = explain_binaries(report.findings, current, provenance)
         if enforce:
             _enforce(root, report, baseline, current)
         report.header = _header(store, root, policy, "verify")

@@ -14,7 +14,16 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 
 from integrity import analyzers
-from integrity.model import Change, ChangeKind, FileRecord, FileType, Finding, Role, Severity
+from integrity.model import (
+    Change,
+    ChangeKind,
+    FileRecord,
+    FileType,
+    Finding,
+    PackageVerdict,
+    Role,
+    Severity,
+)
 from integrity.perms import (
     S_SETID,
     TRUSTED_ROLES,
@@ -25,8 +34,8 @@ from integrity.perms import (
 )
 from integrity.policy import Expect, Policy, Rule
 
-#: Triage hook (package manager): returns a reason when a content change is explained.
-Triage = Callable[[FileRecord], str | None]
+#: Triage hook (package manager): how a changed file stands against its package, if known.
+Triage = Callable[[FileRecord], PackageVerdict | None]
 METADATA = ("size", "mtime_ns", "ctime_ns", "inode", "nlink")
 
 
@@ -34,13 +43,6 @@ def _who(rec: FileRecord, owner: bool = True) -> str:
     if owner:
         return f"{rec.owner}({rec.uid})" if rec.owner else str(rec.uid)
     return f"{rec.group}({rec.gid})" if rec.group else str(rec.gid)
-
-
-def role_of(path: str, policy: Policy, roles: Mapping[str, Role] | None = None) -> Role:
-    if roles and path in roles:
-        return roles[path]
-    rule = policy.rule_for(path)
-    return rule.role if rule else Role.DIRECTORY
 
 
 # -- state checks ---------------------------------------------------------------------
@@ -112,9 +114,7 @@ def _owner_state(rec: FileRecord, expect: Expect, role: Role) -> list[Finding]:
             )
         )
     if expect.group and (rec.group or str(rec.gid)) not in expect.group:
-        risky = rec.mode & (stat.S_IWGRP | stat.S_ISGID) or (
-            role == Role.SECRET and rec.mode & 0o040
-        )
+        risky = _group_matters(rec.mode, role)
         out.append(
             Finding(
                 rec.path,
@@ -130,26 +130,28 @@ def _owner_state(rec: FileRecord, expect: Expect, role: Role) -> list[Finding]:
     return out
 
 
-def acl_write_entries(acl: str | None) -> set[str]:
-    """Named ACL entries (user:NAME, group:NAME, mask) that grant write."""
-    if not acl:
-        return set()
-    out = set()
-    for entry in acl.split(","):
-        parts = entry.split(":")
-        if len(parts) >= 3 and parts[-2] and "w" in parts[-1]:
-            out.add(":".join(parts[:-1]))
-    return out
-
-
-def _acl_named(acl: str | None) -> set[str]:
-    """Named user/group ACL entries that grant anything (beyond owner, group, other)."""
-    out = set()
+def _acl_named(acl: str | None) -> dict[str, str]:
+    """ACL entries with a qualifier (``user:1000``, ``default:group:mail``) -> their perms."""
+    out = {}
     for entry in (acl or "").split(","):
         parts = entry.split(":")
-        if len(parts) == 3 and parts[0] in ("user", "group") and parts[1] and parts[2] != "---":
-            out.add(f"{parts[0]}:{parts[1]}")
+        if len(parts) >= 3 and parts[-2]:
+            out[":".join(parts[:-1])] = parts[-1]
     return out
+
+
+def acl_write_entries(acl: str | None) -> set[str]:
+    """Named ACL entries that grant write."""
+    return {who for who, perms in _acl_named(acl).items() if "w" in perms}
+
+
+def _acl_readers(acl: str | None) -> set[str]:
+    """Named access-ACL entries that grant anything (what exposes a queue file)."""
+    return {
+        who
+        for who, perms in _acl_named(acl).items()
+        if not who.startswith("default:") and perms.strip("-")
+    }
 
 
 def _acl_state(rec: FileRecord, role: Role) -> list[Finding]:
@@ -218,7 +220,7 @@ def check_child(rec: FileRecord, parent: Rule) -> list[Finding]:
                 fix=f"chmod {fmt(rec.mode & ~bad)} {rec.path}",
             )
         )
-    named = _acl_named(rec.acl)
+    named = _acl_readers(rec.acl)
     if named:
         out.append(
             Finding(
@@ -306,28 +308,30 @@ def judge(
         if any(c.attribute == "digest" or c.kind != ChangeKind.CHANGED for c in chs)
     }
     out: list[Finding] = []
-    found: list[Finding] = []
     for path, chs in by_path.items():
         rule = policy.rule_for(path)
-        role = role_of(path, policy, roles)
+        role = roles[path] if roles and path in roles else rule.role if rule else Role.DIRECTORY
         old, new = baseline.get(path), current.get(path)
-        if new is not None and old is None:
+        if old is None and new is not None:
+            # the profile's own rule for exactly this path (not one made up for an entry of
+            # a recursive directory): the file has a known meaning
             named = rule is not None and not rule.is_glob and rule in policy.rules
-            found.extend(_added(new, rule if named else None, role, rule))
+            found = _added(new, rule, role, named=named)
         elif old is not None and new is None:
-            found.append(_removed(old, role))
+            found = [_removed(old, role)]
         elif old is not None and new is not None:
             ctx = _Ctx(old, new, rule, role, content_changed, triage)
-            found.extend(_changed(ctx, {c.attribute: c for c in chs}))
+            found = _changed(ctx, {c.attribute: c for c in chs})
+        else:
+            continue
         out.extend(_escalate_self(found, rule))
-        found.clear()
     return out
 
 
 def _escalate_self(findings: list[Finding], rule: Rule | None) -> list[Finding]:
     """Any change to the monitor's own files is critical: it is how an intruder blinds it."""
     if rule is None or rule.profile != "self":
-        return list(findings)
+        return findings
     return [
         replace(
             f,
@@ -339,14 +343,12 @@ def _escalate_self(findings: list[Finding], rule: Rule | None) -> list[Finding]:
     ]
 
 
-def _added(rec: FileRecord, named: Rule | None, role: Role, rule: Rule | None) -> list[Finding]:
-    """``named``: the profile's own rule for exactly this path, if it has one."""
+def _added(rec: FileRecord, rule: Rule | None, role: Role, *, named: bool) -> list[Finding]:
+    """``named``: the profile names exactly this path (an exim4.conf that overrides the
+    generated config, new credentials, a new binary): it appeared, with a known meaning."""
     where = rec.path.rsplit("/", 1)[0] or "/"
     fix = f"mail-integrity update --accept {rec.path} --reason '...' if intended"
-    if named is not None and role != Role.VOLATILE:
-        rule = named
-        # a path the profile names by itself appeared: it has a known meaning (an exim4.conf
-        # that overrides the generated config, new credentials, a new binary)
+    if named and rule is not None and role != Role.VOLATILE:
         why = f": {rule.note}" if rule.note else ""
         out = [
             Finding(
@@ -545,8 +547,13 @@ def _owner_changed(old: FileRecord, new: FileRecord, role: Role) -> Finding:
     )
 
 
+def _group_matters(mode: int, role: Role) -> bool:
+    """The group can write, runs it set-gid, or reads a secret: who it is matters."""
+    return bool(mode & (stat.S_IWGRP | stat.S_ISGID) or (role == Role.SECRET and mode & 0o040))
+
+
 def _group_changed(old: FileRecord, new: FileRecord, role: Role) -> Finding:
-    risky = new.mode & (stat.S_IWGRP | stat.S_ISGID) or (role == Role.SECRET and new.mode & 0o040)
+    risky = _group_matters(new.mode, role)
     return Finding(
         new.path,
         "MI-GROUP-CHANGED",
@@ -670,44 +677,14 @@ def _content_changed(ctx: _Ctx) -> list[Finding]:
                 "content",
             )
         ]
-    if ctx.triage is not None and old.digest != new.digest:
-        reason = ctx.triage(new)
-        if reason:
-            return [
-                Finding(
-                    new.path,
-                    "MI-PACKAGE-UPGRADE",
-                    Severity.INFO,
-                    reason,
-                    "content",
-                    old.digest,
-                    new.digest,
-                )
-            ]
-    if role == Role.BINARY:
-        if (old.mode | new.mode) & S_SETID:
-            return [
-                Finding(
-                    new.path,
-                    "MI-SETID-BINARY-REPLACED",
-                    Severity.CRITICAL,
-                    "set-id binary replaced: not explained by its package",
-                    "content",
-                    old.digest,
-                    new.digest,
-                )
-            ]
+    package = ctx.triage(new) if ctx.triage is not None and old.digest != new.digest else None
+    if package is not None and package.explained:
         return [
-            Finding(
-                new.path,
-                "MI-BINARY-CHANGED",
-                Severity.HIGH,
-                "binary content changed",
-                "content",
-                old.digest,
-                new.digest,
-            )
-        ]
+            Finding(new.path, "MI-PACKAGE-UPGRADE", Severity.INFO, package.text, "content",
+                    old.digest, new.digest)
+        ]  # fmt: skip
+    if role == Role.BINARY:
+        return [_binary_changed(old, new, package)]
     source = rule.source if rule else None
     if role == Role.MAP:
         if source and source in ctx.content_changed:
@@ -767,6 +744,21 @@ def _content_changed(ctx: _Ctx) -> list[Finding]:
             new.digest,
         )
     ]
+
+
+def _binary_changed(old: FileRecord, new: FileRecord, package: PackageVerdict | None) -> Finding:
+    """A set-id binary replaced, or bytes that are not its package's own: critical."""
+    where = f" ({package.text})" if package is not None else ""
+    if (old.mode | new.mode) & S_SETID:
+        rule, text = (
+            "MI-SETID-BINARY-REPLACED",
+            "set-id binary replaced: not explained by its package",
+        )
+    else:
+        rule, text = "MI-BINARY-CHANGED", "binary content changed"
+    foreign = package is not None and package.foreign
+    sev = Severity.CRITICAL if rule == "MI-SETID-BINARY-REPLACED" or foreign else Severity.HIGH
+    return Finding(new.path, rule, sev, text + where, "content", old.digest, new.digest)
 
 
 def _meaning(old: FileRecord, new: FileRecord, rule: Rule | None) -> list[Finding]:

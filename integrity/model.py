@@ -148,6 +148,19 @@ class FileRecord:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class PackageVerdict:
+    """Where a changed file stands against the package that ships it.
+
+    ``explained``: the new bytes are the package's own (an upgrade). ``foreign``: a package
+    lists the file and the bytes are not its bytes. ``text`` says which, for the message.
+    """
+
+    explained: bool
+    foreign: bool
+    text: str
+
+
 class ChangeKind(enum.StrEnum):
     ADDED = "added"
     REMOVED = "removed"

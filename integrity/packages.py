@@ -24,7 +24,7 @@ from typing import Protocol
 
 import blake3
 
-from integrity.model import FileRecord, FileType
+from integrity.model import FileRecord, FileType, PackageVerdict
 
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _CHUNK = 1 << 20
@@ -410,28 +410,37 @@ def source(backend: PackageBackend, pf: PackageFile) -> str:
     return f"{backend.name} database"
 
 
-def make_triage(root: str, backend: PackageBackend) -> Callable[[FileRecord], str | None]:
-    """A function explaining a content change by the package database, or None.
+def verdict(root: str, backend: PackageBackend, rec: FileRecord) -> PackageVerdict | None:
+    """How the package database judges a changed regular file, from one read of it.
 
-    The file is hashed again with the package's algorithm and, in the same read, with the
+    The file is hashed with the package's algorithm and, in the same read, with the
     record's own: if the file changed since it was scanned, the recorded digest no longer
     matches and nothing is explained (no swap between scan and triage).
     """
+    if rec.ftype is not FileType.FILE:
+        return None
+    pf = backend.lookup(rec.path)
+    if pf is None:
+        return PackageVerdict(False, False, "not from any package")
+    label = f"package {pf.package} {pf.version}" + (" (conffile)" if pf.conffile else "")
+    rec_algo, _, rec_hex = (rec.digest or "").partition(":")
+    live = _hash_live(root, rec.path, (pf.algo, rec_algo) if rec.digest else (pf.algo,))
+    if live is None:
+        return PackageVerdict(False, False, f"listed in {label}; live content not readable")
+    if rec.digest and not _same(live[rec_algo], rec_hex):
+        return PackageVerdict(False, False, f"listed in {label}; changed while being checked")
+    if not _same(live[pf.algo], pf.digest):
+        return PackageVerdict(False, True, f"differs from {label}")
+    text = f"content matches package {pf.package} {pf.version} ({source(backend, pf)})"
+    return PackageVerdict(True, False, text)
+
+
+def make_triage(root: str, backend: PackageBackend) -> Callable[[FileRecord], str | None]:
+    """The explanation of a content change by the package database, or None."""
 
     def triage(rec: FileRecord) -> str | None:
-        if rec.ftype is not FileType.FILE:
-            return None
-        pf = backend.lookup(rec.path)
-        if pf is None:
-            return None
-        rec_algo, _, rec_hex = (rec.digest or "").partition(":")
-        algos = (pf.algo, rec_algo) if rec.digest else (pf.algo,)
-        live = _hash_live(root, rec.path, algos)
-        if live is None or not _same(live[pf.algo], pf.digest):
-            return None
-        if rec.digest and not _same(live[rec_algo], rec_hex):
-            return None
-        return f"content matches package {pf.package} {pf.version} ({source(backend, pf)})"
+        v = verdict(root, backend, rec)
+        return v.text if v is not None and v.explained else None
 
     return triage
 

@@ -14,7 +14,7 @@ from integrity.judge import Triage
 from integrity.model import Finding, Report, Role
 from integrity.snapshot import Progress, ancestors, make_plan, snapshot
 from integrity.store import Store
-from integrity.trust import check_signature, explain_binaries, package_triage
+from integrity.trust import check_signature, package_triage
 
 
 class Session:
@@ -60,7 +60,7 @@ class Session:
             store.close()
         self.close()  # the worker reopens its own connection
         self.plan = make_plan(self.root, self.policy)
-        self.auto_triage, self.provenance = package_triage(self.root, self.opts.packages)
+        self.auto_triage = package_triage(self.root, self.opts.packages)
 
     def _stale(self) -> bool:
         store = self.store
@@ -148,7 +148,6 @@ class Session:
             scope=scope,
             triage=self.triage or self.auto_triage,
         )
-        report.findings = explain_binaries(report.findings, snap.records, self.provenance)
         if self.enforce:
             _enforce(self.root, report, self.baseline, snap.records)
         store = self.store

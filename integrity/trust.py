@@ -7,11 +7,9 @@ host keeps only the public key. Package databases explain upgrades and expose tr
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from integrity.judge import Triage
-from integrity.model import FileRecord, Finding, Severity
 from integrity.store import Store
 
 
@@ -86,34 +84,13 @@ def check_signature(
     seen.record(key, store.generation)
 
 
-def package_triage(
-    root: str, enabled: bool = True
-) -> tuple[Triage | None, Callable[[FileRecord], str] | None]:
-    """(triage, provenance) from the package manager under root, when there is one."""
+def package_triage(root: str, enabled: bool = True) -> Triage | None:
+    """The package manager's verdict on changed files under root, when there is one."""
     if not enabled:
-        return None, None
+        return None
     from integrity import packages
 
     backend = packages.detect_backend(root)
     if backend is None:
-        return None, None
-    return packages.make_triage(root, backend), lambda rec: packages.provenance(root, backend, rec)
-
-
-def explain_binaries(
-    findings: list[Finding],
-    current: Mapping[str, FileRecord],
-    provenance: Callable[[FileRecord], str] | None,
-) -> list[Finding]:
-    """Say where a changed binary stands against its package; one that differs is critical."""
-    if provenance is None:
-        return findings
-    out = []
-    for f in findings:
-        rec = current.get(f.path)
-        if f.rule in ("MI-BINARY-CHANGED", "MI-SETID-BINARY-REPLACED") and rec is not None:
-            where = provenance(rec)
-            sev = Severity.CRITICAL if where.startswith("differs from") else f.severity
-            f = replace(f, severity=sev, message=f"{f.message} ({where})")
-        out.append(f)
-    return out
+        return None
+    return lambda rec: packages.verdict(root, backend, rec)

@@ -9,7 +9,7 @@ import pytest
 
 from integrity.compare import compare
 from integrity.judge import check_child, check_parent, check_state, judge
-from integrity.model import FileRecord, FileType, Finding, Role, Severity
+from integrity.model import FileRecord, FileType, Finding, PackageVerdict, Role, Severity
 from integrity.policy import Expect, Policy, Rule
 
 DIGEST_A = "blake3:" + "a" * 64
@@ -290,7 +290,8 @@ def test_triage_explains_a_package_upgrade_as_info() -> None:
     """A binary change the package manager vouches for is info, with its reason."""
     old = for_role(Role.BINARY)
     new = replaced(old, digest=DIGEST_B)
-    found = judged(old, new, Role.BINARY, triage=lambda r: "matches sendmail-bin 8.17.1.9")
+    upgrade = PackageVerdict(True, False, "matches sendmail-bin 8.17.1.9")
+    found = judged(old, new, Role.BINARY, triage=lambda r: upgrade)
     assert graded(found) == [("MI-PACKAGE-UPGRADE", INFO)]
     assert found[0].message == "matches sendmail-bin 8.17.1.9"
 
@@ -369,7 +370,8 @@ def test_secret_explained_by_triage_carries_no_digests() -> None:
     """Even a package-explained secret change never shows its content digests."""
     old = for_role(Role.SECRET, mode=0o600)
     new = replaced(old, digest=DIGEST_B)
-    found = judged(old, new, Role.SECRET, triage=lambda r: "matches ssl-cert")
+    upgrade = PackageVerdict(True, False, "matches ssl-cert")
+    found = judged(old, new, Role.SECRET, triage=lambda r: upgrade)
     assert found
     assert all(f.before is None and f.after is None for f in found)
 
