@@ -120,7 +120,7 @@ class Rule:
 
     def ignores(self, name: str) -> bool:
         """Whether an entry called ``name`` below this directory is skipped."""
-        return any(fnmatch.fnmatchcase(name, pat) for pat in self.ignore)
+        return bool(self.ignore) and any(fnmatch.fnmatchcase(name, pat) for pat in self.ignore)
 
 
 @dataclass(frozen=True, slots=True)
@@ -354,9 +354,7 @@ def _below(top: str, path: str) -> list[str]:
 
 
 def _ignored(rule: Rule, top: str, path: str) -> bool:
-    if not rule.ignore:  # most rules ignore nothing: skip splitting the path
-        return False
-    return any(rule.ignores(name) for name in _below(top, path))
+    return bool(rule.ignore) and any(rule.ignores(name) for name in _below(top, path))
 
 
 def _entry_rule(rule: Rule, top: str, path: str) -> Rule | None:

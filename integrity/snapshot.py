@@ -102,16 +102,18 @@ def _add_target(
         for item in scanner.walk(root, path):
             if isinstance(item, ScanWarning):
                 plan.warnings.append(item)
-            elif not _ignored(item, rule):
-                sub = policy.rule_for(item)
-                role = sub.role if sub else rule.entry_role
-                if lean_ids is not None and sub is not None and id(sub) not in lean_ids:
-                    sub = None  # a made-up entry rule: nothing in it the collector needs
-                plan.targets.setdefault(item, Target(item, sub, role))
+                continue
+            sub = policy.rule_for(item)
+            if sub is None:
+                continue  # ignored by the directory's `ignore` (its name or a parent's)
+            role = sub.role
+            if lean_ids is not None and id(sub) not in lean_ids:
+                sub = None  # a made-up entry rule: nothing in it the collector needs
+            plan.targets.setdefault(item, Target(item, sub, role))
 
 
 def _ignored(path: str, rule: Rule) -> bool:
-    return bool(rule.ignore) and rule.ignores(path.rsplit("/", 1)[-1])
+    return rule.ignores(path.rsplit("/", 1)[-1])
 
 
 # -- snapshot -----------------------------------------------------------------------------

@@ -278,3 +278,26 @@ def test_streamed_verify_merges_odd_names_in_byte_order(host, capsys):
     doc = json.loads(out)
     assert doc["summary"] == {**doc["summary"], "added": 0, "removed": 0, "changed": 1}
     assert {f["path"] for f in doc["findings"]} == {os.fsdecode(b"/etc/mail/\xff.cf")}
+
+
+def test_entries_inside_an_ignored_subdirectory_are_not_monitored(tmp_path, capsys):
+    """`ignore` on a recursive directory covers everything below an ignored name."""
+    root = tmp_path / "root"
+    (root / "etc/app/cache").mkdir(parents=True)
+    (root / "etc/app/app.conf").write_text("x\n")
+    (root / "etc/app/cache/blob").write_text("1\n")
+    prof = tmp_path / "profiles"
+    prof.mkdir()
+    (prof / "app.toml").write_text(
+        '[profile]\nname = "app"\n\n[[file]]\npath = "/etc/app"\nrole = "directory"\n'
+        'recursive = true\nignore = ["cache"]\n'
+    )
+    (tmp_path / "none.toml").write_text("")
+    args = ["--root", str(root), "--db", str(tmp_path / "b.db"), "--profile", "app",
+            "--profile-dir", str(prof), "--config", str(tmp_path / "none.toml")]
+    run(capsys, "init", *args)
+    (root / "etc/app/cache/blob").write_text("2\n")
+    (root / "etc/app/cache/new").write_text("3\n")
+    (root / "etc/app/app.conf").write_text("y\n")
+    code, out, _ = run(capsys, "verify", *args, "--format", "json")
+    assert {f["path"] for f in json.loads(out)["findings"]} == {"/etc/app/app.conf"}
