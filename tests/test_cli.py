@@ -299,5 +299,5 @@ def test_entries_inside_an_ignored_subdirectory_are_not_monitored(tmp_path, caps
     (root / "etc/app/cache/blob").write_text("2\n")
     (root / "etc/app/cache/new").write_text("3\n")
     (root / "etc/app/app.conf").write_text("y\n")
-    code, out, _ = run(capsys, "verify", *args, "--format", "json")
+    _, out, _ = run(capsys, "verify", *args, "--format", "json")
     assert {f["path"] for f in json.loads(out)["findings"]} == {"/etc/app/app.conf"}
