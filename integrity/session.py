@@ -9,12 +9,12 @@ import os
 from collections.abc import Iterable
 
 from integrity import scanner
-from integrity.api import Options, _enforce, _header, _summary, diff_report, hostname, open_baseline
+from integrity.api import Options, _enforce, _summary, diff_report, hostname, open_baseline
 from integrity.judge import Triage
 from integrity.model import Finding, Report, Role
 from integrity.snapshot import Progress, ancestors, make_plan, snapshot
 from integrity.store import Store
-from integrity.trust import check_signature, package_triage
+from integrity.trust import package_triage
 
 
 class Session:
@@ -63,17 +63,8 @@ class Session:
         self.auto_triage = package_triage(self.root, self.opts.packages)
 
     def _stale(self) -> bool:
-        store = self.store
-        if store.generation != self.generation:
-            check_signature(
-                store,
-                self.opts.public_key,
-                pinned=self.opts.pinned_fingerprint,
-                ledger=self.opts.ledger,
-            )
-            store.load_baseline()  # refuses edited rows before we trust them
-            return True
-        return False
+        """An admin accepted changes: ``reload`` checks and loads the new baseline once."""
+        return self.store.generation != self.generation
 
     def watch_dirs(self) -> tuple[set[str], set[str]]:
         """(directories to watch flat, directories to watch recursively) as host paths."""
@@ -134,8 +125,8 @@ class Session:
         if self._stale():
             self.reload()
         if paths is None:
-            self.plan = make_plan(self.root, self.policy)
-            snap = snapshot(self.root, self.policy, progress=progress, plan=None)
+            self.plan = make_plan(self.root, self.policy)  # new files since the last plan
+            snap = snapshot(self.root, self.policy, progress=progress, plan=self.plan)
             scope = None
         else:
             snap = snapshot(self.root, self.policy, only=paths, plan=self.plan)
@@ -151,7 +142,6 @@ class Session:
         if self.enforce:
             _enforce(self.root, report, self.baseline, snap.records)
         store = self.store
-        report.header = _header(store, self.root, self.policy, "watch")
         if paths is None or self.run_id is None:
             # one run row per full verify; event-driven checks attach to it, so an event
             # storm cannot grow the run log

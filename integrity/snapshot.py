@@ -129,15 +129,18 @@ def snapshot(
 ) -> Snapshot:
     """Collect every target (and check queue/spool entries) under root.
 
-    With a prepared ``plan`` and ``only`` (the daemon), just those paths are looked at:
-    known targets, new entries of recursive directories, and queue/spool entries.
+    With a prepared ``plan`` (the daemon) it is not made again; with ``only`` as well, just
+    those paths are looked at: known targets, new entries of recursive directories, and
+    queue/spool entries.
     """
+    children: list[tuple[str, Target]] = []
     if plan is None:
         plan = make_plan(root, policy, only=only)
         targets = list(plan.targets.values())
-        children: list[tuple[str, Target]] = []
+    elif only is None:
+        targets = list(plan.targets.values())
     else:
-        targets, children = scoped_targets(plan, policy, only or ())
+        targets, children = scoped_targets(plan, policy, only)
     names = scanner.IdNames(root)
     records: dict[str, FileRecord] = {}
     roles: dict[str, Role] = {}
