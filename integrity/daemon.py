@@ -37,7 +37,7 @@ from watchdog.observers import Observer
 from integrity import api, emit, sdnotify
 from integrity.config import Config
 from integrity.errors import BaselineCorruptError, BaselineTamperedError, IOFailure, MonitorError
-from integrity.model import Finding, Report, Severity
+from integrity.model import Finding, Severity
 from integrity.session import Session
 from integrity.syslog import SyslogSender, facility_code
 
@@ -144,23 +144,13 @@ class Watcher:
         except IOFailure as exc:  # outbox unwritable (disk full?): the journal still has it
             log.error("syslog outbox refused a message", error=exc.message, msgid=event[1])
 
-    def publish(self, report: Report, new: list[Finding], resolved: list[dict[str, Any]]) -> None:
+    def publish(self, new: list[Finding], resolved: list[dict[str, Any]]) -> None:
         for f in new:
-            f2 = (
-                f
-                if f.fix
-                else Finding(
-                    f.path,
-                    f.rule,
-                    f.severity,
-                    f.message,
-                    f.attribute,
-                    f.before,
-                    f.after,
-                    fix=f"if intended: mail-integrity update --accept {f.path} --reason '...'",
+            if not f.fix:  # the first message says what to do
+                f = replace(
+                    f, fix=f"if intended: mail-integrity update --accept {f.path} --reason '...'"
                 )
-            )
-            self.send(emit.finding_event(f2, host=self.host))
+            self.send(emit.finding_event(f, host=self.host))
             log.warning(
                 "finding", path=f.path, rule=f.rule, severity=str(f.severity), message=f.message
             )
@@ -182,9 +172,9 @@ class Watcher:
 
     def full_verify(self, why: str) -> None:
         log.info("full verify", reason=why)
-        report, new, resolved = self.session.check(None)
+        _, new, resolved = self.session.check(None)
         self.last_full = time.monotonic()
-        self.publish(report, new, resolved)
+        self.publish(new, resolved)
 
     def check_dirty(self, host_paths: Iterable[str]) -> None:
         host_paths = set(host_paths)
@@ -193,8 +183,8 @@ class Watcher:
         # binaries and configs first: a SUID bit must not wait behind a queue storm
         for batch in (paths - queued, queued):
             if batch:
-                report, new, resolved = self.session.check(sorted(batch))
-                self.publish(report, new, resolved)
+                _, new, resolved = self.session.check(sorted(batch))
+                self.publish(new, resolved)
         if any(_inode(h) != self.watch_inodes[h] for h in host_paths & self.watch_inodes.keys()):
             # a watched directory was renamed, replaced or recreated: its inotify watch
             # follows the old inode, so watch again and look at everything once
@@ -261,12 +251,12 @@ class Watcher:
         self.watched = scheduled
         emit.clear_overflow_hooks()
         emit.add_overflow_hook(lambda: self.dirty.request_full())
-        missing = scheduled - count_inotify_watches()
-        if missing > 0 and count_inotify_watches() >= 0:
+        watches = count_inotify_watches()
+        if 0 <= watches < scheduled:
             log.warning(
                 "inotify watch limit reached: some directories are not watched; "
                 "falling back to a full verify every minute",
-                missing=missing,
+                missing=scheduled - watches,
             )
             self.cfg = _with_interval(self.cfg, 60.0)
 
@@ -294,8 +284,6 @@ def alarm(sender: SyslogSender | None, db: str, exc: MonitorError, *, close: boo
 
 
 def _with_interval(cfg: Config, seconds: float) -> Config:
-    from dataclasses import replace
-
     return replace(cfg, watch=replace(cfg.watch, full_verify_interval=seconds))
 
 
