@@ -14,6 +14,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterable
+from dataclasses import replace
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
