@@ -65,36 +65,15 @@ def with_self(policy: Policy, root: str) -> Policy:
     import integrity
 
     pkg = os.path.dirname(os.path.abspath(integrity.__file__))
-    extra = [
-        Rule(
-            f"{pkg}/*.py",
-            Role.BINARY,
-            "self",
-            Expect(deny=0o022),
-            optional=True,
-            note="mail-integrity's own code",
-        ),
-        Rule(
-            f"{pkg}/analyzers/*.py",
-            Role.BINARY,
-            "self",
-            Expect(deny=0o022),
-            optional=True,
-            note="mail-integrity's own code",
-        ),
-    ]
+    code = [f"{pkg}/*.py", f"{pkg}/analyzers/*.py"]
     script = shutil.which("mail-integrity")
     if script:
-        extra.append(
-            Rule(
-                os.path.abspath(script),
-                Role.BINARY,
-                "self",
-                Expect(deny=0o022),
-                optional=True,
-                note="the mail-integrity command",
-            )
-        )
+        code.append(os.path.abspath(script))
+    extra = [
+        Rule(path, Role.BINARY, "self", Expect(deny=0o022), optional=True,
+             note="mail-integrity's own code")
+        for path in code
+    ]  # fmt: skip
     return Policy(policy.profiles, policy.rules + tuple(extra))
 
 

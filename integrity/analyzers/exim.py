@@ -13,7 +13,7 @@ import re
 import shlex
 from typing import Any
 
-from integrity.analyzers.postfix import classify_network, new_risks, str_map
+from integrity.analyzers.postfix import network_findings, new_risks, str_map
 from integrity.model import Facts, Finding, Severity
 
 _C, _H, _M, _I = Severity.CRITICAL, Severity.HIGH, Severity.MEDIUM, Severity.INFO
@@ -110,35 +110,8 @@ def assess_debconf(path: str, facts: Facts) -> list[Finding]:
 
 
 def _relay_nets(path: str, attr: str, entries: list[str]) -> list[Finding]:
-    out = []
-    for entry in entries:
-        scope = classify_network(entry)
-        if scope == "any":
-            out.append(
-                Finding(
-                    path,
-                    "MI-EXIM-RELAY-NETS-OPEN",
-                    _C,
-                    f"every client on the Internet may relay: relay networks contain {entry}",
-                    attr,
-                    after=entry,
-                    fix=f"remove {entry} from {attr.split(':', 1)[1]}",
-                )
-            )
-        elif scope == "wide":
-            out.append(
-                Finding(
-                    path,
-                    "MI-EXIM-RELAY-NETS-WIDE",
-                    _H,
-                    f"a whole public network may relay: relay networks contain {entry} "
-                    "(wider than /24 or /48)",
-                    attr,
-                    after=entry,
-                    fix=f"narrow {entry} in {attr.split(':', 1)[1]}",
-                )
-            )
-    return out
+    where = attr.split(":", 1)[1]
+    return network_findings(path, attr, entries, rule="MI-EXIM-RELAY-NETS", where=where)
 
 
 def _relay_domains(path: str, attr: str, entries: list[str]) -> list[Finding]:

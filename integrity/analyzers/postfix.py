@@ -392,36 +392,30 @@ def _mynetworks_state(path: str, attr: str, eff: dict[str, str]) -> list[Finding
 
 
 def _network_findings(path: str, attr: str, name: str, entries: list[str]) -> list[Finding]:
+    return network_findings(path, attr, entries, rule="MI-POSTFIX-MYNETWORKS", where=name)
+
+
+def network_findings(
+    path: str, attr: str, entries: list[str], *, rule: str, where: str
+) -> list[Finding]:
+    """Relay networks that open the host to the Internet (critical) or a whole public
+    network (high); shared by postfix mynetworks and exim relay_from_hosts."""
     out = []
     for entry in entries:
         if entry.startswith("!"):
             continue
         scope = classify_network(entry)
         if scope == "any":
-            out.append(
-                Finding(
-                    path,
-                    "MI-POSTFIX-MYNETWORKS-OPEN",
-                    _C,
-                    f"every client on the Internet may relay: {name} contains {entry}",
-                    attr,
-                    after=entry,
-                    fix=f"remove {entry} from {name}",
-                )
-            )
+            text = f"every client on the Internet may relay: {where} contains {entry}"
+            fix = f"remove {entry} from {where}"
+            out.append(Finding(path, f"{rule}-OPEN", _C, text, attr, after=entry, fix=fix))
         elif scope == "wide":
-            out.append(
-                Finding(
-                    path,
-                    "MI-POSTFIX-MYNETWORKS-WIDE",
-                    _H,
-                    f"a whole public network may relay: {name} contains {entry} "
-                    "(wider than /24 or /48)",
-                    attr,
-                    after=entry,
-                    fix=f"narrow {entry} to the hosts that really submit mail",
-                )
+            text = (
+                f"a whole public network may relay: {where} contains {entry} "
+                "(wider than /24 or /48)"
             )
+            fix = f"narrow {entry} in {where} to the hosts that really submit mail"
+            out.append(Finding(path, f"{rule}-WIDE", _H, text, attr, after=entry, fix=fix))
     return out
 
 
