@@ -8,6 +8,7 @@ everywhere (no world-writable file, no unexpected set-id bit, no readable secret
 
 from __future__ import annotations
 
+import re
 import stat
 from collections import defaultdict
 from collections.abc import Callable, Mapping
@@ -362,6 +363,12 @@ def _added(rec: FileRecord, rule: Rule | None, role: Role, *, named: bool) -> li
                 fix=fix,
             )
         ]
+    elif rule is not None and rule.rotates:
+        out = [
+            Finding(rec.path, "MI-TLS-RENEWED", Severity.LOW,
+                    f"renewal: new version {rec.path.rsplit('/', 1)[-1]} in {where}",
+                    "", None, str(rec.ftype))
+        ]  # fmt: skip
     else:
         out = [
             Finding(
@@ -381,6 +388,16 @@ def _added(rec: FileRecord, rule: Rule | None, role: Role, *, named: bool) -> li
         out.append(f)
     out.extend(assess_facts(rec, rule))
     return out
+
+
+def is_rotation(before: str | None, after: str | None) -> bool:
+    """``../archive/x/privkey3.pem`` -> ``privkey4.pem`` (or a newer timestamp): the same
+    file name with another version number, in the same directory."""
+    if not before or not after or before == after:
+        return False
+    (b_dir, _, b_name), (a_dir, _, a_name) = before.rpartition("/"), after.rpartition("/")
+    stem = re.compile(r"[-_.]?\d+")
+    return b_dir == a_dir and stem.sub("", b_name) == stem.sub("", a_name)
 
 
 def _removed(rec: FileRecord, role: Role) -> Finding:
@@ -430,7 +447,15 @@ def _changed(ctx: _Ctx, by_attr: dict[str, Change]) -> list[Finding]:
         out.append(_owner_changed(old, new, ctx.role))
     if "gid" in by_attr:
         out.append(_group_changed(old, new, ctx.role))
-    if "link_target" in by_attr:
+    if "link_target" in by_attr and ctx.rule is not None and ctx.rule.rotates and is_rotation(
+        old.link_target, new.link_target
+    ):
+        out.append(
+            Finding(new.path, "MI-TLS-RENEWED", Severity.LOW,
+                    f"renewal: link moved to the next version {new.link_target}",
+                    "link_target", old.link_target, new.link_target)
+        )  # fmt: skip
+    elif "link_target" in by_attr:
         out.append(
             Finding(
                 new.path,

@@ -50,7 +50,7 @@ LOCAL_DIR = Path("/etc/mail-integrity/profiles.d")
 _PROFILE_KEYS = ("name", "description", "mta", "detect", "detect_unless", "include")
 _FILE_KEYS = (
     "path", "role", "owner", "group", "mode", "deny", "optional", "analyzer",
-    "recursive", "entry_role", "source", "ignore", "note", "children",
+    "recursive", "entry_role", "source", "ignore", "note", "children", "rotates",
 )  # fmt: skip
 _CHILD_KEYS = ("owner", "group", "mode", "deny", "types")
 _GLOB_CHARS = frozenset("*?[")
@@ -107,6 +107,9 @@ class Rule:
     children: Expect | None = None
     note: str = ""
     origin: str = ""  # "file.toml:line" for messages
+    #: renewed by numbered versions (certbot's archive/privkeyN.pem and live/ links): a new
+    #: version and a link moved to it are routine, not an intrusion
+    rotates: bool = False
 
     def matches(self, path: str) -> bool:
         """Whether ``path`` is this rule's path or matches its glob (not entries below it)."""
@@ -751,6 +754,7 @@ def _parse_rule(sec: _Sec, profile: str, origin: str) -> Rule:
         children=_parse_children(sec),
         note=sec.text("note") or "",
         origin=origin,
+        rotates=sec.flag("rotates"),
     )
     _check_rule(sec, rule)
     return rule

@@ -35,8 +35,8 @@ def own(name: str, path: str) -> Rule:
 
 
 def test_every_expected_profile_is_shipped() -> None:
-    """common, self and one profile per supported MTA layout are in baselines/."""
-    assert sorted(["common", "self", *MTA_PROFILES]) == NAMES
+    """common, ground, self and one profile per supported MTA layout are in baselines/."""
+    assert sorted(["common", "ground", "self", *MTA_PROFILES]) == NAMES
 
 
 @pytest.mark.parametrize("name", NAMES)

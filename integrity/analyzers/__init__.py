@@ -47,6 +47,10 @@ _MODULES: dict[str, tuple[str, str]] = {
     "exim4-conf": ("exim", "conf"),
     "dovecot": ("dovecot", ""),
     "groups": ("groups", ""),
+    "systemd-unit": ("units", ""),
+    "pam": ("pam", ""),
+    "ld-preload": ("loader", "preload"),
+    "ld-conf": ("loader", "conf"),
 }
 
 NAMES = frozenset(_MODULES)
