@@ -50,9 +50,10 @@ def test_shipped_profile_loads(name: str) -> None:
 
 @pytest.mark.parametrize("name", MTA_PROFILES)
 def test_mta_profiles_include_common_and_self(name: str) -> None:
-    """Each MTA profile brings the shared chain and the monitor's own files along."""
+    """Each MTA profile brings the shared chain (with the ground under the MTA: units,
+    loader, PAM, TLS) and the monitor's own files along."""
     profile = policy.read_profile(SHIPPED / f"{name}.toml")
-    assert loaded(name).profiles == ("common", "self", name)
+    assert loaded(name).profiles == ("ground", "common", "self", name)
     assert profile.mta in policy.MTAS
     assert profile.detect
 
