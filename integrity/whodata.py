@@ -101,7 +101,7 @@ def rule_strings(data: bytes) -> tuple[list[str], list[str]]:
     base = _RULE_HEAD.size + 4 * _WORDS
     fields = struct.unpack_from(f"={_WORDS}I", data, base)
     values = struct.unpack_from(f"={_WORDS}I", data, base + 4 * _WORDS)
-    buf = data[base + 16 * _WORDS :]
+    buf = data[base + 12 * _WORDS + 4 :]  # after fields, values, fieldflags, buflen
     off, paths, keys = 0, [], []
     for i in range(min(count, _WORDS)):
         if fields[i] in _STRING_FIELDS:
@@ -143,6 +143,12 @@ class Netlink:
 
     def close(self) -> None:
         self.sock.close()
+
+    def __enter__(self) -> Netlink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def request(self, mtype: int, payload: bytes = b"") -> list[tuple[int, bytes]]:
         """Send one request with ACK; return the replies (a dump ends at NLMSG_DONE)."""
