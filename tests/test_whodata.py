@@ -425,3 +425,91 @@ def test_whodata_event_shape():
     assert (sev, msgid, sd["reason"]) == ("medium", whodata.UNAVAILABLE, "no CAP_AUDIT_READ")
     assert body["rule"]["id"] == whodata.UNAVAILABLE and body["log"]["syslog"]["severity"]["code"] == 4
     json.dumps(body)
+
+
+# --- the daemon end to end: real audit, real rsyslogd -----------------------------------
+
+
+@pytest.fixture
+def sandbox(public_dir: Path) -> tuple[Path, Path, Path]:
+    """The demo host with a baseline, under a directory other users can reach."""
+    from integrity import api
+    from integrity.demo import build_sandbox
+
+    base = public_dir / "host"
+    base.mkdir()
+    root, profiles = build_sandbox(base)
+    opts = api.Options(root=str(root), db=str(base / "baseline.db"), profiles=("demo",),
+                       profile_dirs=(str(profiles),))  # fmt: skip
+    api.init(opts)
+    return base, root, profiles
+
+
+def _daemon_messages(rsyslog, msgid: str, timeout: float = 10.0):  # type: ignore[no-untyped-def]
+    from tests.rsyslog_harness import parse_5424
+
+    lines = rsyslog.wait_for(
+        lambda ls: any(parse_5424(m)["msgid"] == msgid for m in ls), timeout)  # fmt: skip
+    return [m for m in map(parse_5424, lines) if m["msgid"] == msgid]
+
+
+@pytest.fixture
+def rsyslog(tmp_path: Path):  # type: ignore[no-untyped-def]
+    from tests import rsyslog_harness
+
+    if not rsyslog_harness.available():
+        pytest.skip("rsyslog/rsyslog-gnutls missing")
+    with rsyslog_harness.Rsyslog(tmp_path / "rsyslog") as server:
+        yield server
+
+
+@kernel
+@pytest.mark.root
+@pytest.mark.slow
+def test_daemon_names_the_user_in_syslog(audit_state, test_user, sandbox, rsyslog):
+    """watch: a test user's chmod of a file it owns reaches rsyslog with user and exe."""
+    from tests.test_daemon import Daemon
+
+    base, root, profiles = sandbox
+    aliases = root / "etc/mail/aliases"
+    uid = int(subprocess.check_output(["id", "-u", test_user]))
+    daemon = Daemon(base, root, profiles, rsyslog.url("tcp"))
+    os.chown(aliases, uid, 0)  # after the baseline: an owner finding at start, not our chmod
+    daemon.start()
+    try:
+        subprocess.run(["/usr/bin/chmod", "0666", str(aliases)], user=test_user, check=True)
+        msgs = _daemon_messages(rsyslog, "MI-PERM-WORLD-WRITABLE")
+    finally:
+        daemon.stop()
+    sd = msgs[0]["sd"]["mi@32473"]
+    assert sd["actor_user"] == test_user and sd["actor_exe"] == "/usr/bin/chmod", sd
+    body = json.loads(msgs[0]["msg"])
+    assert body["user"]["name"] == test_user and body["process"]["executable"] == "/usr/bin/chmod"
+    assert body["process"]["args"][-1] == str(aliases)
+
+
+@kernel
+@pytest.mark.root
+@pytest.mark.slow
+def test_daemon_with_audit_off_warns_once_and_alerts_unattributed(audit_state, sandbox, rsyslog):
+    """watch, audit disabled, read-only mode: one MI-WHODATA-UNAVAILABLE, alerts still flow."""
+    from tests.rsyslog_harness import parse_5424
+    from tests.test_daemon import Daemon
+
+    base, root, profiles = sandbox
+    _auditctl("-e", "0")
+    daemon = Daemon(base, root, profiles, rsyslog.url("tcp"))
+    daemon.config.write_text(daemon.config.read_text().replace(
+        "[watch]\n", '[watch]\nwhodata = "read"\n'))  # fmt: skip
+    daemon.start()
+    try:
+        os.chmod(root / "usr/sbin/sendmail", 0o4755)
+        msgs = _daemon_messages(rsyslog, "MI-SETID-ADDED")
+        os.chmod(root / "etc/mail/aliases", 0o666)
+        _daemon_messages(rsyslog, "MI-PERM-WORLD-WRITABLE")
+    finally:
+        daemon.stop()
+    assert "actor" in msgs[0]["sd"]["mi@32473"]
+    assert "disabled" in msgs[0]["sd"]["mi@32473"]["actor"]
+    every = [parse_5424(m) for m in rsyslog.messages()]
+    assert [m["msgid"] for m in every].count(whodata.UNAVAILABLE) == 1
