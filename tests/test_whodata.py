@@ -6,6 +6,7 @@ puts the enabled flag and the rule list back as they were, whatever happens.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -25,8 +26,8 @@ from integrity.model import Actor, Finding, Severity
 from integrity.syslog import format_sd
 
 SYSCALL_CHMOD = (
-    'audit(1700000000.123:42): arch=c000003e syscall=268 success=yes exit=0 a0=ffffff9c '
-    'items=1 ppid=10 pid=11 auid=1000 uid=1001 gid=1001 euid=1001 suid=1001 fsuid=1001 '
+    "audit(1700000000.123:42): arch=c000003e syscall=268 success=yes exit=0 a0=ffffff9c "
+    "items=1 ppid=10 pid=11 auid=1000 uid=1001 gid=1001 euid=1001 suid=1001 fsuid=1001 "
     'egid=1001 sgid=1001 fsgid=1001 tty=pts0 ses=3 comm="chmod" exe="/usr/bin/chmod" '
     f'key="{KEY}"'
 )
@@ -36,7 +37,9 @@ PATH_REL = (
 )
 CWD = 'audit(1700000000.123:42): cwd="/etc/mail"'
 # "chmod 0664 /etc/mail/aliases" NUL-separated, hex as the kernel writes it
-PROCTITLE = "audit(1700000000.123:42): proctitle=" + b"chmod\x000664\x00/etc/mail/aliases".hex().upper()
+PROCTITLE = (
+    "audit(1700000000.123:42): proctitle=" + b"chmod\x000664\x00/etc/mail/aliases".hex().upper()
+)
 
 
 def _event() -> auditrec.AuditEvent:
@@ -269,10 +272,8 @@ def audit_state() -> Iterator[None]:
         nl = whodata.Netlink()
         for _, keys, raw in nl.rules():
             if KEY in keys and raw not in rules:
-                try:
+                with contextlib.suppress(OSError):
                     nl.request(whodata.AUDIT_DEL_RULE, raw)
-                except OSError:
-                    pass
         if nl.status()["enabled"] != enabled:
             nl.set_enabled(enabled)
         nl.close()
@@ -379,7 +380,9 @@ def test_late_record_sends_an_attribution_update(audit_state, public_dir):
     assert "no audit record" in first.actor.reason
     assert len(updates) == 1 and updates[0].actor is not None and updates[0].actor.attributed
     _, _, _, body = emit.attribution_event(updates[0], host="h")
-    assert body["event"]["action"] == "attribution" and body["log"]["syslog"]["severity"]["code"] == 6
+    assert (
+        body["event"]["action"] == "attribution" and body["log"]["syslog"]["severity"]["code"] == 6
+    )
 
 
 @kernel
@@ -423,7 +426,9 @@ def test_whodata_event_shape():
     """The degraded/unavailable event: rule id as msgid, warning level, reason in SD and body."""
     sev, msgid, sd, body = emit.whodata_event(whodata.UNAVAILABLE, "no CAP_AUDIT_READ", host="h")
     assert (sev, msgid, sd["reason"]) == ("medium", whodata.UNAVAILABLE, "no CAP_AUDIT_READ")
-    assert body["rule"]["id"] == whodata.UNAVAILABLE and body["log"]["syslog"]["severity"]["code"] == 4
+    assert (
+        body["rule"]["id"] == whodata.UNAVAILABLE and body["log"]["syslog"]["severity"]["code"] == 4
+    )
     json.dumps(body)
 
 
