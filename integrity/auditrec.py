@@ -209,32 +209,54 @@ def actor(
 
 def read_log(lines: Iterable[str], *, since: float = 0.0, key: str = KEY) -> Iterator[AuditEvent]:
     """auditd log lines (``type=SYSCALL msg=audit(...): ...``) -> our key's events since
-    ``since``. Records of one serial are contiguous in the log; no EOE is needed."""
-    current: str | None = None
-    when = 0.0
-    records: list[tuple[int, dict[str, str]]] = []
+    ``since``. Records of one serial are contiguous in the log; only a serial whose
+    SYSCALL record carries our key is parsed (a log of other events costs a scan only)."""
+    marker = f'key="{key}"'
+    current = ""
+    group: list[str] = []
 
     def close() -> Iterator[AuditEvent]:
-        if current is not None and when >= since:
-            event = build(current, when, records)
-            if event.key == key:
-                yield event
+        if not any(g.startswith("type=SYSCALL ") and marker in g for g in group):
+            return
+        records = []
+        when = 0.0
+        for g in group:
+            rtype = TYPE_NAMES.get(g[5:].split(" ", 1)[0])
+            parsed = split_record(g)
+            if rtype is not None and parsed is not None:
+                when = parsed[1]
+                records.append((rtype, parsed[2]))
+        if when >= since:
+            yield build(current, when, records)
 
     for line in lines:
-        if not line.startswith("type="):
+        start = line.find("msg=audit(")
+        if not line.startswith("type=") or start < 0:
             continue
-        rtype = TYPE_NAMES.get(line[5:].split(" ", 1)[0])
-        if rtype is None:
-            continue
-        parsed = split_record(line)
-        if parsed is None:
-            continue
-        event_id, t, fields = parsed
-        if event_id != current:
+        stamp = line[start + 10 : line.find(")", start)]
+        if stamp != current:
             yield from close()
-            current, when, records = event_id, t, []
-        records.append((rtype, fields))
+            current, group = stamp, []
+        group.append(line)
     yield from close()
+
+
+def log_files(directory: str, since: float) -> list[str]:
+    """auditd's log and its rotations (``audit.log.N``, older first) written since ``since``."""
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return []
+    found = []
+    for name in names:
+        if name == "audit.log" or (name.startswith("audit.log.") and name[10:].isdigit()):
+            path = os.path.join(directory, name)
+            try:
+                if os.stat(path).st_mtime >= since:
+                    found.append((int(name[10:] or 0), path))
+            except OSError:
+                continue
+    return [p for _, p in sorted(found, reverse=True)]
 
 
 _SECRET_OPT = re.compile(r"(?i)^-{1,2}[\w-]*(pass(word|wd|phrase)?|secret|token|key)[\w-]*$")

@@ -306,14 +306,17 @@ def history(limit: int, **kw: Any) -> int:
 
     Example: mail-integrity history --limit 5
     """
+    from integrity import whodata
     from integrity.store import Store
 
     opts, _ = build(kw)
     store = Store.open(opts.db)
     try:
         data = store.history(limit)
+        since = whodata.since_time(store.get_meta("sealed_at"))
     finally:
         store.close()
+    data["findings"], actors = whodata.offline_rows(data["findings"], opts.root, since)
     if kw["fmt"] == "json":
         click.echo(json.dumps(data, indent=2, default=str))
         return 0
@@ -330,11 +333,13 @@ def history(limit: int, **kw: Any) -> int:
             f"(generation {a['generation']}): {a['reason']}"
         )
     click.echo("FINDINGS")
-    for f in data["findings"]:
+    for f, actor in zip(data["findings"], actors, strict=True):
         click.echo(
             f"  {f['last_seen']} {f['status']:<8} {f['severity']:<8} "
             f"{report.safe(f['path'])}: {f['message']} [{f['rule']}]"
         )
+        if actor is not None:  # who changed it, from auditd's log
+            click.echo(f"      by: {report.actor_text(actor)}")
     return 0
 
 

@@ -35,7 +35,7 @@ from watchdog.events import (
 )
 from watchdog.observers import Observer
 
-from integrity import api, emit, scanner, sdnotify, whodata
+from integrity import api, auditnl, emit, scanner, sdnotify, whodata
 from integrity.config import Config
 from integrity.errors import BaselineCorruptError, BaselineTamperedError, IOFailure, MonitorError
 from integrity.model import Finding, Role, Severity
@@ -282,7 +282,7 @@ def start_whodata(watcher: Watcher) -> whodata.Whodata | None:
     files = {t.path for t in s.plan.targets.values() if t.role not in dir_roles}
     files |= {r.pattern for r in s.policy.rules if not r.is_glob and r.role not in dir_roles}
     dirs = {t.path for t in s.plan.targets.values() if t.role == Role.DIRECTORY}
-    rules = whodata.watch_rules(
+    rules = auditnl.watch_rules(
         [scanner.host_path(s.root, p) for p in files if _parent_exists(s.root, p)],
         s.watch_dirs()[1],
         [scanner.host_path(s.root, p) for p in dirs],

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from integrity import auditrec, emit, report, whodata
+from integrity import auditnl, auditrec, emit, report, whodata
 from integrity.auditrec import KEY, Assembler, read_log, redact_args, split_record, value
 from integrity.model import Actor, Finding, Severity
 from integrity.syslog import format_sd
@@ -139,21 +139,21 @@ def test_read_log_filters_key_and_time(tmp_path):
 
 def test_watch_rule_packs_like_auditctl_and_lists_back():
     """A packed rule decodes to its path and key (the layout LIST_RULES returns)."""
-    data = whodata.WatchRule("/etc/mail/aliases", "wa").pack()
-    assert whodata.rule_strings(data) == (["/etc/mail/aliases"], [KEY])
+    data = auditnl.WatchRule("/etc/mail/aliases", "wa").pack()
+    assert auditnl.rule_strings(data) == (["/etc/mail/aliases"], [KEY])
 
 
 def test_watch_rules_are_minimal():
     """One subtree rule per recursive dir; files inside it get none; dirs only attributes."""
-    rules = whodata.watch_rules(
+    rules = auditnl.watch_rules(
         ["/etc/postfix/main.cf", "/usr/sbin/sendmail"], ["/etc/postfix"], ["/etc"],
         ["/var/spool/postfix"],
     )  # fmt: skip
     assert rules == [
-        whodata.WatchRule("/etc/postfix", "wa", tree=True),
-        whodata.WatchRule("/usr/sbin/sendmail", "wa"),
-        whodata.WatchRule("/etc", "a"),
-        whodata.WatchRule("/var/spool/postfix", "a"),
+        auditnl.WatchRule("/etc/postfix", "wa", tree=True),
+        auditnl.WatchRule("/usr/sbin/sendmail", "wa"),
+        auditnl.WatchRule("/etc", "a"),
+        auditnl.WatchRule("/var/spool/postfix", "a"),
     ]
 
 
@@ -224,7 +224,7 @@ def test_audit_disabled_at_runtime_reported_once_then_unattributed():
 
 
 def _nlmsg(rtype: int, body: bytes) -> bytes:
-    data = whodata._HDR.pack(16 + len(body), rtype, 0, 0, 0) + body
+    data = auditnl._HDR.pack(16 + len(body), rtype, 0, 0, 0) + body
     return data + b"\0" * (-len(data) % 4)
 
 
@@ -237,10 +237,10 @@ def _audit_usable() -> str:
     if shutil.which("auditctl") is None:
         return "auditctl missing (apt-get install auditd)"
     try:
-        s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, whodata.NETLINK_AUDIT)
+        s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, auditnl.NETLINK_AUDIT)
         s.bind((0, 1))
         s.close()
-        with whodata.Netlink() as nl:
+        with auditnl.Netlink() as nl:
             nl.status()
     except OSError as exc:
         return f"kernel audit unusable here: {exc}"
@@ -252,7 +252,7 @@ kernel = pytest.mark.skipif(bool(_UNUSABLE), reason=_UNUSABLE or "kernel audit u
 
 
 def _enabled() -> int:
-    with whodata.Netlink() as nl:
+    with auditnl.Netlink() as nl:
         return nl.status()["enabled"]
 
 
@@ -269,11 +269,11 @@ def audit_state() -> Iterator[None]:
     try:
         yield
     finally:
-        nl = whodata.Netlink()
+        nl = auditnl.Netlink()
         for _, keys, raw in nl.rules():
             if KEY in keys and raw not in rules:
                 with contextlib.suppress(OSError):
-                    nl.request(whodata.AUDIT_DEL_RULE, raw)
+                    nl.delete(raw)
         if nl.status()["enabled"] != enabled:
             nl.set_enabled(enabled)
         nl.close()
@@ -319,7 +319,7 @@ def test_user_chmod_attributed_to_user_and_chmod(audit_state, test_user, public_
     target.write_text("root: admin\n")
     os.chown(target, int(subprocess.check_output(["id", "-u", test_user])), 0)
     w, problems, _ = _collector()
-    w.start([whodata.WatchRule(str(target), "wa")])
+    w.start([auditnl.WatchRule(str(target), "wa")])
     try:
         subprocess.run(["/usr/bin/chmod", "0666", str(target)], user=test_user, check=True)
         (f,) = w.attribute([Finding(str(target), "MI-PERM-WORLD-WRITABLE", Severity.CRITICAL,
@@ -341,7 +341,7 @@ def test_root_edit_with_python_attributed_to_exe_and_login_uid(audit_state, publ
     target = public_dir / "main.cf"
     target.write_text("relayhost =\n")
     w, problems, _ = _collector()
-    w.start([whodata.WatchRule(str(target), "wa")])
+    w.start([auditnl.WatchRule(str(target), "wa")])
     edit = (
         "open('/proc/self/loginuid', 'w').write('4242');"  # what pam_loginuid does at login
         f"open({str(target)!r}, 'a').write('relayhost = [evil]\\n')"
@@ -366,7 +366,7 @@ def test_late_record_sends_an_attribution_update(audit_state, public_dir):
     target = public_dir / "aliases"
     target.write_text("x\n")
     w, _, updates = _collector(wait=0.0)
-    w.start([whodata.WatchRule(str(target), "wa")])
+    w.start([auditnl.WatchRule(str(target), "wa")])
     try:
         f = Finding(str(target), "MI-PERM-LOOSENED", Severity.HIGH, "m", "mode")
         (first,) = w.attribute([f])  # nothing happened yet: no record
@@ -393,7 +393,7 @@ def test_audit_off_gives_one_warning_and_unattributed_findings(audit_state, publ
     target.write_text("x\n")
     _auditctl("-e", "0")
     w, problems, _ = _collector(manage=False)
-    w.start([whodata.WatchRule(str(target), "wa")])
+    w.start([auditnl.WatchRule(str(target), "wa")])
     try:
         os.chmod(target, 0o666)
         found = w.attribute([Finding(str(target), "MI-R", Severity.HIGH, "m", "mode")] * 2)
@@ -412,7 +412,7 @@ def test_auto_mode_enables_audit_and_restores_it(audit_state, public_dir):
     target = public_dir / "aliases"
     target.write_text("x\n")
     w, problems, _ = _collector()
-    w.start([whodata.WatchRule(str(target), "wa"), whodata.WatchRule(str(public_dir), "a")])
+    w.start([auditnl.WatchRule(str(target), "wa"), auditnl.WatchRule(str(public_dir), "a")])
     try:
         assert _enabled() == 1
         assert f"-w {target} -p wa -k {KEY}" in _auditctl("-l")
@@ -518,3 +518,47 @@ def test_daemon_with_audit_off_warns_once_and_alerts_unattributed(audit_state, s
     assert "disabled" in msgs[0]["sd"]["mi@32473"]["actor"]
     every = [parse_5424(m) for m in rsyslog.messages()]
     assert [m["msgid"] for m in every].count(whodata.UNAVAILABLE) == 1
+
+
+# --- offline: auditd's log ----------------------------------------------------------------
+
+
+def _log_lines(path: str, when: float, serial: int) -> list[str]:
+    stamp = f"audit({when:.3f}:{serial}): "
+    return [
+        "type=SYSCALL msg=" + SYSCALL_CHMOD.replace("audit(1700000000.123:42): ", stamp),
+        "type=CWD msg=" + stamp + 'cwd="/"',
+        "type=PATH msg=" + stamp + f'item=0 name="{path}" inode=5 dev=fe:00 nametype=NORMAL',
+        "type=PROCTITLE msg=" + stamp + "proctitle=" + f"chmod\0{path}".encode().hex().upper(),
+    ]
+
+
+@pytest.mark.slow
+def test_verify_and_history_name_who_from_the_audit_log(tmp_path, monkeypatch):
+    """verify and history show the actor auditd logged for a path since the baseline."""
+    from integrity import api
+    from integrity.demo import build_sandbox
+
+    base = tmp_path / "host"
+    base.mkdir()
+    root, profiles = build_sandbox(base)
+    db = str(base / "baseline.db")
+    opts = api.Options(root=str(root), db=db, profiles=("demo",), profile_dirs=(str(profiles),))
+    api.init(opts)
+    aliases = root / "etc/mail/aliases"
+    os.chmod(aliases, 0o666)
+    logs = tmp_path / "audit"
+    logs.mkdir()
+    lines = _log_lines(str(aliases), time.time() - 86400 * 30, 7)  # before the baseline
+    lines += _log_lines(str(aliases), time.time() + 1, 8)
+    (logs / "audit.log").write_text("\n".join(lines) + "\n")
+    monkeypatch.setenv("MAIL_INTEGRITY_AUDIT_LOG_DIR", str(logs))
+    argv = ["--root", str(root), "--db", db, "--profile", "demo", "--profile-dir", str(profiles)]
+    run = subprocess.run([sys.executable, "-m", "integrity", "verify", *argv, "--format", "json"],
+                         capture_output=True, text=True)  # fmt: skip
+    found = [f for f in json.loads(run.stdout)["findings"] if f["path"] == "/etc/mail/aliases"]
+    assert found and all(f["actor"]["process"]["executable"] == "/usr/bin/chmod" for f in found)
+    assert found[0]["actor"]["event_id"].endswith(":8")  # not the record from before
+    hist = subprocess.run([sys.executable, "-m", "integrity", "history", *argv],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    assert "by: uid 1001" in hist.stdout and "/usr/bin/chmod pid 11" in hist.stdout
