@@ -562,3 +562,68 @@ def test_verify_and_history_name_who_from_the_audit_log(tmp_path, monkeypatch):
     hist = subprocess.run([sys.executable, "-m", "integrity", "history", *argv],
                           capture_output=True, text=True, check=True)  # fmt: skip
     assert "by: uid 1001" in hist.stdout and "/usr/bin/chmod pid 11" in hist.stdout
+
+
+@pytest.fixture
+def auditd(tmp_path: Path) -> Iterator[Path]:
+    """A real auditd in the foreground, logging into a private directory; stopped after."""
+    if shutil.which("auditd") is None:
+        pytest.skip("auditd missing (apt-get install auditd)")
+    with auditnl.Netlink() as nl:
+        if nl.status()["pid"]:
+            pytest.skip("an auditd is already running")
+    conf = tmp_path / "auditd"
+    (conf / "plugins.d").mkdir(parents=True)
+    log_dir = tmp_path / "auditlog"
+    log_dir.mkdir()
+    mine = {"log_file": f"{log_dir}/audit.log", "plugin_dir": f"{conf}/plugins.d", "freq": "1"}
+    lines = []
+    for line in Path("/etc/audit/auditd.conf").read_text().splitlines():  # the stock config
+        key = line.split("=", 1)[0].strip()
+        lines.append(f"{key} = {mine[key]}" if key in mine else line)
+    (conf / "auditd.conf").write_text("\n".join(lines) + "\n")
+    proc = subprocess.Popen(["auditd", "-n", "-s", "nochange", "-c", str(conf)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            with auditnl.Netlink() as nl:
+                if nl.status()["pid"] == proc.pid:
+                    break
+            if time.monotonic() > deadline or proc.poll() is not None:
+                pytest.skip("auditd did not start here")
+            time.sleep(0.05)
+        yield log_dir
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@kernel
+@pytest.mark.root
+@pytest.mark.slow
+def test_coexists_with_auditd_and_its_rules(audit_state, auditd, public_dir):
+    """With auditd running and our rule loaded by it: we read, auditd still logs, we use
+    its rules (and leave them), and the offline reader finds the same event in its log."""
+    target = public_dir / "aliases"
+    target.write_text("x\n")
+    _auditctl("-e", "1")
+    _auditctl("-w", str(target), "-p", "wa", "-k", KEY)  # what augenrules loads
+    w, problems, _ = _collector()
+    w.start([auditnl.WatchRule(str(public_dir / "other"), "wa")])
+    try:
+        os.chmod(target, 0o600)
+        (f,) = w.attribute([Finding(str(target), "MI-R", Severity.HIGH, "m", "mode")])
+    finally:
+        w.stop()
+    assert problems == [] and f.actor is not None and f.actor.attributed
+    assert f"-w {target} -p wa -k {KEY}" in _auditctl("-l")  # auditd's rule left in place
+    assert str(public_dir / "other") not in _auditctl("-l")  # none of ours added
+    deadline = time.monotonic() + 5
+    while True:
+        (g,), problem = whodata.offline([Finding(str(target), "MI-R", Severity.HIGH, "m", "mode")],
+                                        "/", 0.0, str(auditd))  # fmt: skip
+        if g.actor is not None or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert problem is None and g.actor is not None and g.actor.event_id == f.actor.event_id
