@@ -512,7 +512,12 @@ def demo(keep: bool) -> int:
     is_flag=True,
     help="Restore loosened modes and changed owners to the baseline (never content).",
 )
-def watch(syslog_url: str | None, once: bool, enforce: bool, **kw: Any) -> int:
+@click.option(
+    "--audit-rules",
+    is_flag=True,
+    help="Print the who-data audit rules for auditd's rules.d (auditctl syntax) and exit.",
+)
+def watch(syslog_url: str | None, once: bool, enforce: bool, audit_rules: bool, **kw: Any) -> int:
     """Real-time monitoring daemon: inotify events -> findings -> remote syslog.
 
     Example: mail-integrity watch --syslog tls://siem.example.org:6514
@@ -520,6 +525,9 @@ def watch(syslog_url: str | None, once: bool, enforce: bool, **kw: Any) -> int:
     from integrity import daemon
 
     opts, cfg = build(kw)
+    if audit_rules:  # who-data with auditd: > /etc/audit/rules.d/mail-integrity.rules
+        click.echo(daemon.print_audit_rules(opts), nl=False)
+        return 0
     return daemon.run(
         opts, cfg, syslog_url=syslog_url, once=once, verbose=kw["verbose"], enforce=enforce
     )

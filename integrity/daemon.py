@@ -278,16 +278,7 @@ def start_whodata(watcher: Watcher) -> whodata.Whodata | None:
     if mode == "off":
         return None
     s = watcher.session
-    dir_roles = (Role.DIRECTORY, Role.QUEUE, Role.SPOOL)
-    files = {t.path for t in s.plan.targets.values() if t.role not in dir_roles}
-    files |= {r.pattern for r in s.policy.rules if not r.is_glob and r.role not in dir_roles}
-    dirs = {t.path for t in s.plan.targets.values() if t.role == Role.DIRECTORY}
-    rules = auditnl.watch_rules(
-        [scanner.host_path(s.root, p) for p in files if _parent_exists(s.root, p)],
-        s.watch_dirs()[1],
-        [scanner.host_path(s.root, p) for p in dirs],
-        s.queue_dirs(),
-    )
+    rules = audit_rules(s)
     w = whodata.Whodata(
         s.root,
         manage=mode == "auto",
@@ -297,6 +288,29 @@ def start_whodata(watcher: Watcher) -> whodata.Whodata | None:
     )
     w.start(rules)
     return w
+
+
+def audit_rules(s: Session) -> list[auditnl.WatchRule]:
+    """Who-data rules for what the profiles monitor (host paths; minimal, see whodata)."""
+    dir_roles = (Role.DIRECTORY, Role.QUEUE, Role.SPOOL)
+    files = {t.path for t in s.plan.targets.values() if t.role not in dir_roles}
+    files |= {r.pattern for r in s.policy.rules if not r.is_glob and r.role not in dir_roles}
+    dirs = {t.path for t in s.plan.targets.values() if t.role == Role.DIRECTORY}
+    return auditnl.watch_rules(
+        [scanner.host_path(s.root, p) for p in files if _parent_exists(s.root, p)],
+        s.watch_dirs()[1],
+        [scanner.host_path(s.root, p) for p in dirs],
+        s.queue_dirs(),
+    )
+
+
+def print_audit_rules(opts: api.Options) -> str:
+    """``watch --audit-rules``: the rules ``watch`` would add, for auditd's rules.d."""
+    session = Session(opts)
+    try:
+        return auditnl.rules_text(audit_rules(session))
+    finally:
+        session.close()
 
 
 def _parent_exists(root: str, path: str) -> bool:
