@@ -337,8 +337,8 @@ class Whodata:
         who = f"auid={rec.get('auid', '?')} pid={rec.get('pid', '?')}"
         if rec.get("audit_enabled") == "0":
             self.problem(UNAVAILABLE, f"kernel audit was disabled ({who})", unavailable=True)
-        elif rec.get("audit_enabled") in ("1", "2") and self.reason.startswith("kernel audit was"):
-            self.reason = ""
+        elif rec.get("audit_enabled") in ("1", "2") and "disabled" in self.reason:
+            self.reason = ""  # switched back on: attribute again
         elif auditrec.value(rec.get("op", ""), "op") == "remove_rule" and KEY in rec.get("key", ""):
             self.problem(DEGRADED, f"a {KEY} audit rule was removed ({who})")
 
@@ -355,6 +355,8 @@ class Whodata:
         self.lost = status["lost"]
         if status["enabled"] == 0:
             self.problem(UNAVAILABLE, "kernel audit is disabled (auditctl -e 0)", unavailable=True)
+        elif self.reason.startswith("kernel audit") and "disabled" in self.reason:
+            self.reason = ""  # switched back on: attribute again
 
     def add(self, event: AuditEvent) -> None:
         with self.cond:

@@ -627,3 +627,32 @@ def test_coexists_with_auditd_and_its_rules(audit_state, auditd, public_dir):
             break
         time.sleep(0.1)
     assert problem is None and g.actor is not None and g.actor.event_id == f.actor.event_id
+
+
+@pytest.mark.root
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="setpriv (util-linux) missing")
+def test_without_capability_one_warning_and_unattributed():
+    """A process without CAP_AUDIT_READ: MI-WHODATA-UNAVAILABLE naming it; findings say why."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    script = (
+        "from integrity import whodata\n"
+        "from integrity.model import Finding, Severity\n"
+        "p = []\n"
+        "w = whodata.Whodata('/', on_problem=lambda r, m: p.append(r + ': ' + m),"
+        " on_update=print)\n"
+        "w.start([])\n"
+        "(f,) = w.attribute([Finding('/x', 'R', Severity.HIGH, 'm', 'mode')])\n"
+        "w.stop()\n"
+        "print(p)\n"
+        "print(f.actor.reason)\n"
+    )
+    run = subprocess.run(
+        ["setpriv", "--bounding-set", "-audit_read,-audit_control", sys.executable, "-c", script],
+        capture_output=True, text=True, check=True, cwd=Path(__file__).parent.parent,
+    )  # fmt: skip
+    out = run.stdout.splitlines()
+    assert (
+        out[-2] == "['MI-WHODATA-UNAVAILABLE: cannot read kernel audit events: no CAP_AUDIT_READ']"
+    )
+    assert out[-1] == "cannot read kernel audit events: no CAP_AUDIT_READ"
