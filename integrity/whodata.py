@@ -188,7 +188,7 @@ class Whodata:
             return
         self._setup_rules(rules)
         if self.reason:
-            self._close_reader()
+            self.stop()
             return
         self.thread = threading.Thread(target=self._read_loop, name="whodata", daemon=True)
         self.thread.start()
@@ -206,7 +206,11 @@ class Whodata:
             self.problem(UNAVAILABLE, f"kernel audit status unreadable: {exc.strerror}",
                          unavailable=True)  # fmt: skip
             return
-        self._check_rules(self.control, status, rules)
+        try:
+            self._check_rules(self.control, status, rules)
+        except OSError as exc:  # refused half-way (e.g. locked meanwhile): say so
+            self.problem(UNAVAILABLE, f"audit rules could not be set up: {exc.strerror}",
+                         unavailable=True)  # fmt: skip
 
     def _check_rules(
         self, control: Netlink, status: dict[str, int], rules: list[WatchRule]

@@ -265,19 +265,20 @@ def _auditctl(*args: str) -> str:
 def audit_state() -> Iterator[None]:
     """Save the audit enabled flag and rules; restore both after the test."""
     enabled = _enabled()
-    rules = _auditctl("-l")
+    listed = _auditctl("-l")
+    with auditnl.Netlink() as nl:
+        before = [raw for *_, raw in nl.rules()]
     try:
         yield
     finally:
-        nl = auditnl.Netlink()
-        for _, keys, raw in nl.rules():
-            if KEY in keys and raw not in rules:
-                with contextlib.suppress(OSError):
-                    nl.delete(raw)
-        if nl.status()["enabled"] != enabled:
-            nl.set_enabled(enabled)
-        nl.close()
-        assert _auditctl("-l") == rules
+        with auditnl.Netlink() as nl:
+            for *_, raw in nl.rules():
+                if raw not in before:
+                    with contextlib.suppress(OSError):
+                        nl.delete(raw)
+            if nl.status()["enabled"] != enabled:
+                nl.set_enabled(enabled)
+        assert _auditctl("-l") == listed
         assert _enabled() == enabled
 
 
@@ -656,3 +657,49 @@ def test_without_capability_one_warning_and_unattributed():
         out[-2] == "['MI-WHODATA-UNAVAILABLE: cannot read kernel audit events: no CAP_AUDIT_READ']"
     )
     assert out[-1] == "cannot read kernel audit events: no CAP_AUDIT_READ"
+
+
+def test_rules_text_uses_path_for_inodes_and_dir_for_subtrees():
+    """The rules file: -F dir= for subtrees, -F path= for a file or a directory's own inode."""
+    text = auditnl.rules_text([auditnl.WatchRule("/etc/postfix", "wa", tree=True),
+                               auditnl.WatchRule("/var/spool/postfix", "a")])  # fmt: skip
+    assert text.splitlines()[1:] == [
+        f"-a always,exit -F dir=/etc/postfix -F perm=wa -k {KEY}",
+        f"-a always,exit -F path=/var/spool/postfix -F perm=a -k {KEY}",
+    ]
+
+
+def test_config_rejects_unknown_whodata_mode(tmp_path):
+    """[watch] whodata accepts auto, read or off; anything else names the file and key."""
+    from integrity.config import load_config
+    from integrity.errors import ConfigError
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[watch]\nwhodata = "yes"\n')
+    with pytest.raises(ConfigError, match="whodata must be auto, read or off"):
+        load_config(str(cfg))
+    cfg.write_text('[watch]\nwhodata = "read"\nwhodata_wait = 0.02\n')
+    assert load_config(str(cfg)).watch.whodata == "read"
+
+
+@kernel
+@pytest.mark.root
+def test_rules_file_loads_with_auditctl_as_the_daemon_would_add_them(audit_state, public_dir):
+    """auditctl -R of our rules text loads the same rules the daemon adds over netlink."""
+    (public_dir / "f").write_text("x")
+    rules = [auditnl.WatchRule(str(public_dir), "a"), auditnl.WatchRule(str(public_dir / "f")),
+             auditnl.WatchRule(str(public_dir / "sub"), "wa", tree=True)]  # fmt: skip
+    (public_dir / "sub").mkdir()
+    path = public_dir / "mail-integrity.rules"
+    path.write_text(auditnl.rules_text(rules))
+    subprocess.run(["auditctl", "-R", str(path)], check=True, capture_output=True)
+    with auditnl.Netlink() as nl:
+        by_auditctl = sorted(raw for _, keys, raw in nl.rules() if KEY in keys)
+        for raw in by_auditctl:
+            nl.delete(raw)
+        for rule in rules:
+            nl.add(rule)
+        by_us = sorted(raw for _, keys, raw in nl.rules() if KEY in keys)
+        for raw in by_us:
+            nl.delete(raw)
+    assert len(by_us) == 3 and by_auditctl == by_us  # the kernel holds the same rules
