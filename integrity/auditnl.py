@@ -100,6 +100,7 @@ def watch_rules(
     one subtree rule per recursive directory, and only the *own attributes* of plain and
     queue directories (a rule on a queue's entries would log every message: see
     docs/whodata.md for the measurement)."""
+
     def clean(paths: Iterable[str]) -> set[str]:
         # the kernel refuses a trailing slash, so "/" itself cannot be watched
         return {p.rstrip("/") for p in paths if p.rstrip("/")}

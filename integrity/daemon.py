@@ -283,6 +283,7 @@ def start_whodata(watcher: Watcher) -> whodata.Whodata | None:
         s.root,
         manage=mode == "auto",
         wait=watcher.cfg.watch.whodata_wait,
+        state_dir=os.path.dirname(watcher.cfg.syslog.outbox),  # writable state, like the outbox
         on_problem=lambda rule, why: watcher.send(emit.whodata_event(rule, why, host=watcher.host)),
         on_update=lambda f: watcher.send(emit.attribution_event(f, host=watcher.host)),
     )

@@ -132,10 +132,13 @@ class Whodata:
         manage: bool = True,
         wait: float = 0.05,
         horizon: float = 10.0,
+        state_dir: str | None = None,
     ) -> None:
         self.root = root.rstrip("/")
         self.on_problem, self.on_update = on_problem, on_update
         self.manage, self.wait, self.horizon = manage, wait, horizon
+        #: "we switched auditing on": survives a killed daemon, so the next one switches it off
+        self.marker = os.path.join(state_dir, "whodata-enabled-audit") if state_dir else None
         self.ring = Ring()
         self.cond = threading.Condition()
         self.pending: collections.OrderedDict[tuple[str, str], tuple[Finding, float, float]] = (
@@ -235,6 +238,9 @@ class Whodata:
                 return
             control.set_enabled(1)
             self.enabled_before = 0
+            self._mark(True)
+        elif self.manage and self.marker and os.path.exists(self.marker):
+            self.enabled_before = 0  # a killed predecessor switched it on: ours to undo
         if ours:
             log.info("who-data: using the loaded audit rules", rules=len(ours))
             return
@@ -271,11 +277,24 @@ class Whodata:
             if self.enabled_before is not None:
                 try:
                     self.control.set_enabled(self.enabled_before)
+                    self._mark(False)
                 except OSError as exc:
                     log.warning("who-data: audit enabled flag not restored", error=exc.strerror)
                 self.enabled_before = None
         self._close_control()
         self._close_reader()
+
+    def _mark(self, on: bool) -> None:
+        if self.marker is None:
+            return
+        try:
+            if on:
+                with open(self.marker, "w") as fh:
+                    fh.write("mail-integrity watch enabled kernel auditing\n")
+            else:
+                os.unlink(self.marker)
+        except OSError as exc:
+            log.info("who-data: state marker", path=self.marker, error=exc.strerror)
 
     def _close_reader(self) -> None:
         if self.reader is not None:

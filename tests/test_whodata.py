@@ -703,3 +703,30 @@ def test_rules_file_loads_with_auditctl_as_the_daemon_would_add_them(audit_state
         for raw in by_us:
             nl.delete(raw)
     assert len(by_us) == 3 and by_auditctl == by_us  # the kernel holds the same rules
+
+
+@kernel
+@pytest.mark.root
+def test_killed_daemon_state_is_undone_by_the_next_one(audit_state, public_dir, tmp_path):
+    """A collector killed with SIGKILL leaves audit on and its rules; the next one (same
+    state directory) replaces the rules and switches auditing back off at its stop."""
+    _auditctl("-e", "0")
+    target = public_dir / "aliases"
+    target.write_text("x\n")
+    script = (
+        "import os, signal\n"
+        "from integrity import auditnl, whodata\n"
+        "w = whodata.Whodata('/', on_problem=print, on_update=print,"
+        f" state_dir={str(tmp_path)!r})\n"
+        f"w.start([auditnl.WatchRule({str(target)!r})])\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).parent.parent)
+    assert _enabled() == 1 and KEY in _auditctl("-l")
+    assert (tmp_path / "whodata-enabled-audit").exists()
+    w, problems, _ = _collector(state_dir=str(tmp_path))
+    w.start([auditnl.WatchRule(str(target))])
+    w.stop()
+    assert problems == []
+    assert _enabled() == 0 and KEY not in _auditctl("-l")
+    assert not (tmp_path / "whodata-enabled-audit").exists()
