@@ -710,6 +710,9 @@ def test_rules_file_loads_with_auditctl_as_the_daemon_would_add_them(audit_state
 def test_killed_daemon_state_is_undone_by_the_next_one(audit_state, public_dir, tmp_path):
     """A collector killed with SIGKILL leaves audit on and its rules; the next one (same
     state directory) replaces the rules and switches auditing back off at its stop."""
+    with auditnl.Netlink() as nl:
+        if nl.status()["pid"]:
+            pytest.skip("an auditd runs: rules of our key are then taken as loaded by it")
     _auditctl("-e", "0")
     target = public_dir / "aliases"
     target.write_text("x\n")
