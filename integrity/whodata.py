@@ -496,8 +496,12 @@ def offline(
     auditd's log since ``since`` (the baseline time); unmatched findings stay as they are.
     Returns a warning when the log exists but cannot be read."""
     directory = directory or log_dir()
+    if not findings:
+        return findings, None
+    if os.path.isdir(directory) and not os.access(directory, os.R_OK | os.X_OK):
+        return findings, f"{directory}: audit log unreadable: who changed files is not shown"
     files = auditrec.log_files(directory, since)
-    if not findings or not files:
+    if not files:
         return findings, None
     root = root.rstrip("/")
     hosts = {root + f.path for f in findings}
