@@ -225,11 +225,11 @@ def verify(
 
 def _who_changed(report: Report, root: str, sealed_at: str | None) -> None:
     """Who-data offline (issue 13): actors from auditd's log since the baseline was sealed."""
-    from integrity import whodata
+    from integrity import whojoin
 
-    report.findings, problem = whodata.offline(report.findings, root, whodata.since_time(sealed_at))
+    report.findings, problem = whojoin.offline(report.findings, root, whojoin.since_time(sealed_at))
     if problem:
-        report.warnings.append(ScanWarning(whodata.log_dir(), problem))
+        report.warnings.append(ScanWarning(whojoin.log_dir(), problem))
 
 
 def drift_report(drift: Drift, policy: Policy, *, triage: Triage | None = None) -> Report:

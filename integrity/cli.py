@@ -306,17 +306,17 @@ def history(limit: int, **kw: Any) -> int:
 
     Example: mail-integrity history --limit 5
     """
-    from integrity import whodata
+    from integrity import whojoin
     from integrity.store import Store
 
     opts, _ = build(kw)
     store = Store.open(opts.db)
     try:
         data = store.history(limit)
-        since = whodata.since_time(store.get_meta("sealed_at"))
+        since = whojoin.since_time(store.get_meta("sealed_at"))
     finally:
         store.close()
-    data["findings"], actors = whodata.offline_rows(data["findings"], opts.root, since)
+    data["findings"], actors = whojoin.offline_rows(data["findings"], opts.root, since)
     if kw["fmt"] == "json":
         click.echo(json.dumps(data, indent=2, default=str))
         return 0

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from integrity import auditnl, auditrec, emit, report, whodata
+from integrity import auditnl, auditrec, emit, report, whodata, whojoin
 from integrity.auditrec import KEY, Assembler, read_log, redact_args, split_record, value
 from integrity.model import Actor, Finding, Severity
 from integrity.syslog import format_sd
@@ -159,7 +159,7 @@ def test_watch_rules_are_minimal():
 
 def test_ring_is_bounded_and_keyed_by_path_and_inode():
     """The ring keeps the newest events; lookups by path or inode, by time and by kind."""
-    ring = whodata.Ring(size=3)
+    ring = whojoin.Ring(size=3)
     for i in range(5):
         rec = {"arch": "c000003e", "syscall": "268", "key": f'"{KEY}"'}
         ring.add(auditrec.build(f"{i}.0:{i}", float(i), [(1300, rec),
@@ -622,7 +622,7 @@ def test_coexists_with_auditd_and_its_rules(audit_state, auditd, public_dir):
     assert str(public_dir / "other") not in _auditctl("-l")  # none of ours added
     deadline = time.monotonic() + 5
     while True:
-        (g,), problem = whodata.offline([Finding(str(target), "MI-R", Severity.HIGH, "m", "mode")],
+        (g,), problem = whojoin.offline([Finding(str(target), "MI-R", Severity.HIGH, "m", "mode")],
                                         "/", 0.0, str(auditd))  # fmt: skip
         if g.actor is not None or time.monotonic() > deadline:
             break
