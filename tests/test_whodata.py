@@ -474,6 +474,7 @@ def rsyslog(tmp_path: Path):  # type: ignore[no-untyped-def]
 @pytest.mark.slow
 def test_daemon_names_the_user_in_syslog(audit_state, test_user, sandbox, rsyslog):
     """watch: a test user's chmod of a file it owns reaches rsyslog with user and exe."""
+    from tests.rsyslog_harness import parse_5424
     from tests.test_daemon import Daemon
 
     base, root, profiles = sandbox
@@ -492,6 +493,8 @@ def test_daemon_names_the_user_in_syslog(audit_state, test_user, sandbox, rsyslo
     body = json.loads(msgs[0]["msg"])
     assert body["user"]["name"] == test_user and body["process"]["executable"] == "/usr/bin/chmod"
     assert body["process"]["args"][-1] == str(aliases)
+    ids = [parse_5424(m)["msgid"] for m in rsyslog.messages()]
+    assert whodata.DEGRADED not in ids and whodata.UNAVAILABLE not in ids  # every rule took
 
 
 @kernel
