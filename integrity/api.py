@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from integrity.compare import compare
 from integrity.errors import ConfigError, UsageError
 from integrity.judge import Triage, judge
-from integrity.model import FileRecord, Report, Role
+from integrity.model import FileRecord, Report, Role, ScanWarning
 from integrity.policy import Expect, Policy, Rule, detect, load
 from integrity.policy import profile_dirs as default_profile_dirs
 from integrity.snapshot import (
@@ -213,6 +213,7 @@ def verify(
         if enforce:
             _enforce(root, report, baseline, current)
         report.header = _header(store, root, policy, "verify")
+        _who_changed(report, root, store.get_meta("sealed_at"))
         if record_run:
             run = store.begin_run("verify", root, policy.profiles, hostname())
             store.track_findings(run, report.findings, scope=scope)
@@ -220,6 +221,15 @@ def verify(
     finally:
         store.close()
     return report
+
+
+def _who_changed(report: Report, root: str, sealed_at: str | None) -> None:
+    """Who-data offline (issue 13): actors from auditd's log since the baseline was sealed."""
+    from integrity import whojoin
+
+    report.findings, problem = whojoin.offline(report.findings, root, whojoin.since_time(sealed_at))
+    if problem:
+        report.warnings.append(ScanWarning(whojoin.log_dir(), problem))
 
 
 def drift_report(drift: Drift, policy: Policy, *, triage: Triage | None = None) -> Report:

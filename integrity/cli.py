@@ -306,14 +306,17 @@ def history(limit: int, **kw: Any) -> int:
 
     Example: mail-integrity history --limit 5
     """
+    from integrity import whojoin
     from integrity.store import Store
 
     opts, _ = build(kw)
     store = Store.open(opts.db)
     try:
         data = store.history(limit)
+        since = whojoin.since_time(store.get_meta("sealed_at"))
     finally:
         store.close()
+    data["findings"], actors = whojoin.offline_rows(data["findings"], opts.root, since)
     if kw["fmt"] == "json":
         click.echo(json.dumps(data, indent=2, default=str))
         return 0
@@ -330,11 +333,13 @@ def history(limit: int, **kw: Any) -> int:
             f"(generation {a['generation']}): {a['reason']}"
         )
     click.echo("FINDINGS")
-    for f in data["findings"]:
+    for f, actor in zip(data["findings"], actors, strict=True):
         click.echo(
             f"  {f['last_seen']} {f['status']:<8} {f['severity']:<8} "
             f"{report.safe(f['path'])}: {f['message']} [{f['rule']}]"
         )
+        if actor is not None:  # who changed it, from auditd's log
+            click.echo(f"      by: {report.actor_text(actor)}")
     return 0
 
 
@@ -507,7 +512,12 @@ def demo(keep: bool) -> int:
     is_flag=True,
     help="Restore loosened modes and changed owners to the baseline (never content).",
 )
-def watch(syslog_url: str | None, once: bool, enforce: bool, **kw: Any) -> int:
+@click.option(
+    "--audit-rules",
+    is_flag=True,
+    help="Print the who-data audit rules for auditd's rules.d (auditctl syntax) and exit.",
+)
+def watch(syslog_url: str | None, once: bool, enforce: bool, audit_rules: bool, **kw: Any) -> int:
     """Real-time monitoring daemon: inotify events -> findings -> remote syslog.
 
     Example: mail-integrity watch --syslog tls://siem.example.org:6514
@@ -515,6 +525,9 @@ def watch(syslog_url: str | None, once: bool, enforce: bool, **kw: Any) -> int:
     from integrity import daemon
 
     opts, cfg = build(kw)
+    if audit_rules:  # who-data with auditd: > /etc/audit/rules.d/mail-integrity.rules
+        click.echo(daemon.print_audit_rules(opts), nl=False)
+        return 0
     return daemon.run(
         opts, cfg, syslog_url=syslog_url, once=once, verbose=kw["verbose"], enforce=enforce
     )

@@ -36,6 +36,8 @@ class WatchConfig:
     debounce: float = 0.02
     full_verify_interval: float = 3600.0
     realert_interval: float = 900.0
+    whodata: str = "auto"  # attribution from kernel audit: auto (may add rules), read, off
+    whodata_wait: float = 0.05  # longest a finding waits for its audit record, in seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +87,10 @@ def load_config(path: str | None) -> Config:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
     syslog = _section(path, "syslog", data.pop("syslog", {}), SyslogConfig)
     watch = _section(path, "watch", data.pop("watch", {}), WatchConfig)
+    if watch.whodata not in ("auto", "read", "off"):
+        raise ConfigError(
+            f"{path}: [watch] whodata must be auto, read or off, not {watch.whodata!r}"
+        )
     top: dict[str, Any] = {}
     for key, value in data.items():
         if (

@@ -35,10 +35,10 @@ from watchdog.events import (
 )
 from watchdog.observers import Observer
 
-from integrity import api, emit, sdnotify
+from integrity import api, auditnl, emit, scanner, sdnotify, whodata
 from integrity.config import Config
 from integrity.errors import BaselineCorruptError, BaselineTamperedError, IOFailure, MonitorError
-from integrity.model import Finding, Severity
+from integrity.model import Finding, Role, Severity
 from integrity.session import Session
 from integrity.syslog import SyslogSender, facility_code
 
@@ -134,6 +134,7 @@ class Watcher:
         self.watched = 0
         self.watch_inodes: dict[str, int | None] = {}
         self.realert_due = threading.Event()  # set by the main loop, served by the worker
+        self.whodata: whodata.Whodata | None = None  # who made each change (issue 13)
 
     # -- emitting --
 
@@ -146,6 +147,8 @@ class Watcher:
             log.error("syslog outbox refused a message", error=exc.message, msgid=event[1])
 
     def publish(self, new: list[Finding], resolved: list[dict[str, Any]]) -> None:
+        if self.whodata is not None:
+            new = self.whodata.attribute(new)  # bounded wait; late records follow as updates
         for f in new:
             if not f.fix:  # the first message says what to do
                 f = replace(
@@ -268,6 +271,53 @@ class Watcher:
         return threads_ok and observer_ok and sender_ok and self.fatal is None
 
 
+def start_whodata(watcher: Watcher) -> whodata.Whodata | None:
+    """Attribution through kernel audit: rules for what the profiles monitor, read group
+    joined; problems and late attributions go to the SIEM. None when configured off."""
+    mode = watcher.cfg.watch.whodata
+    if mode == "off":
+        return None
+    s = watcher.session
+    rules = audit_rules(s)
+    w = whodata.Whodata(
+        s.root,
+        manage=mode == "auto",
+        wait=watcher.cfg.watch.whodata_wait,
+        state_dir=os.path.dirname(watcher.cfg.syslog.outbox),  # writable state, like the outbox
+        on_problem=lambda rule, why: watcher.send(emit.whodata_event(rule, why, host=watcher.host)),
+        on_update=lambda f: watcher.send(emit.attribution_event(f, host=watcher.host)),
+    )
+    w.start(rules)
+    return w
+
+
+def audit_rules(s: Session) -> list[auditnl.WatchRule]:
+    """Who-data rules for what the profiles monitor (host paths; minimal, see whodata)."""
+    dir_roles = (Role.DIRECTORY, Role.QUEUE, Role.SPOOL)
+    files = {t.path for t in s.plan.targets.values() if t.role not in dir_roles}
+    files |= {r.pattern for r in s.policy.rules if not r.is_glob and r.role not in dir_roles}
+    dirs = {t.path for t in s.plan.targets.values() if t.role == Role.DIRECTORY}
+    return auditnl.watch_rules(
+        [scanner.host_path(s.root, p) for p in files if _parent_exists(s.root, p)],
+        s.watch_dirs()[1],
+        [scanner.host_path(s.root, p) for p in dirs],
+        s.queue_dirs(),
+    )
+
+
+def print_audit_rules(opts: api.Options) -> str:
+    """``watch --audit-rules``: the rules ``watch`` would add, for auditd's rules.d."""
+    session = Session(opts)
+    try:
+        return auditnl.rules_text(audit_rules(session))
+    finally:
+        session.close()
+
+
+def _parent_exists(root: str, path: str) -> bool:
+    return os.path.isdir(os.path.dirname(scanner.host_path(root, path)))
+
+
 def alarm(sender: SyslogSender | None, db: str, exc: MonitorError, *, close: bool = True) -> None:
     """The baseline itself cannot be trusted: critical, to the SIEM before anything else."""
     rule = (
@@ -375,6 +425,7 @@ def run(
         alarm(sender, opts.db, exc)
         raise
     watcher.send(emit.lifecycle_event("start", host=watcher.host, version=_version()))
+    watcher.whodata = start_whodata(watcher)
     sdnotify.notify("STATUS=initial full verify")
     watcher.full_verify("start")
     watcher.start_observer()
@@ -432,6 +483,8 @@ def _shutdown(watcher: Watcher, sender: SyslogSender | None) -> None:
     if watcher.worker is not None:
         watcher.dirty.wake.set()
         watcher.worker.join(10)
+    if watcher.whodata is not None:
+        watcher.whodata.stop()  # our audit rules and the enabled flag back as they were
     watcher.send(emit.lifecycle_event("stop", host=watcher.host, version=_version()))
     if sender is not None:
         sender.close(10.0)

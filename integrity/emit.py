@@ -26,12 +26,12 @@ from typing import Any
 import structlog
 from structlog import dev, processors, stdlib, tracebacks
 
-from integrity.model import Finding, Severity
+from integrity.model import Actor, Finding, Severity
 from integrity.syslog import LEVELS, format_timestamp, utf8_safe
 
 ECS_VERSION = "8.11.0"
 VALUE_MAX = 256  # before/after values, in characters
-ACTIONS = ("finding", "realert", "resolved")
+ACTIONS = ("finding", "realert", "resolved", "attribution")
 _LEVEL_NAMES = {2: "crit", 3: "err", 4: "warning", 5: "notice", 6: "info"}
 _FILE_FIELDS = {"uid": "uid", "gid": "gid", "owner": "owner", "group": "group"}
 OVERFLOW_LOGGER = "watchdog.observers.inotify_c"
@@ -87,7 +87,7 @@ def finding_event(f: Finding, *, host: str, action: str = "finding") -> Event:
     """
     if action not in ACTIONS:
         raise ValueError(f"action must be one of {ACTIONS}, got {action!r}")
-    level = Severity.INFO if action == "resolved" else f.severity
+    level = Severity.INFO if action in ("resolved", "attribution") else f.severity
     before, after = _shown(f.attribute, f.before), _shown(f.attribute, f.after)
     sd = {
         "path": utf8_safe(f.path), "rule": f.rule, "severity": str(f.severity),
@@ -110,7 +110,80 @@ def finding_event(f: Finding, *, host: str, action: str = "finding") -> Event:
     }  # fmt: skip
     if f.fix:
         body["labels"]["fix"] = clip(f.fix, 512)
+    if f.actor is not None:
+        actor_sd, actor_body = actor_fields(f.actor)
+        sd.update(actor_sd)
+        for key, value in actor_body.items():
+            body.setdefault(key, {}).update(value)
     return str(level), f.rule, sd, body
+
+
+def attribution_event(f: Finding, *, host: str) -> Event:
+    """The actor of a finding already sent unattributed (its audit record came late).
+
+    Syslog level info (the alert went out already), the finding's own rule id, severity
+    and path, so the SIEM joins it to that alert."""
+    return finding_event(f, host=host, action="attribution")
+
+
+def actor_fields(actor: Actor) -> tuple[dict[str, str], dict[str, Any]]:
+    """Who made a change -> (structured-data params, ECS fields to merge into the body).
+
+    ECS ``user.*`` (``user.effective``, and ``user.audit`` for the login uid as Auditbeat
+    names it), ``process.*``; the audit session, tty, syscall and event id under
+    ``auditd.*`` (Auditbeat's names: ECS has no string tty or audit session). Unattributed:
+    ``labels.actor`` and the SD param ``actor`` say so, with the reason.
+    """
+    if not actor.attributed:
+        text = clip(f"unattributed: {actor.reason}")
+        return {"actor": text}, {"labels": {"actor": text}}
+    sd_values = {
+        "actor_uid": actor.uid, "actor_user": actor.user, "actor_euid": actor.euid,
+        "actor_auid": actor.auid, "actor_login": actor.auser, "actor_pid": actor.pid,
+        "actor_ppid": actor.ppid, "actor_exe": actor.exe, "actor_comm": actor.comm,
+        "actor_tty": actor.tty, "actor_ses": actor.session, "audit_id": actor.event_id,
+    }  # fmt: skip
+    sd = {k: clip(v) for k, v in sd_values.items() if v is not None}
+    if actor.args:
+        sd["actor_args"] = clip(" ".join(actor.args))
+    data = actor.to_json()
+    user, process = data["user"], data["process"]
+    for name in ("name", "executable"):
+        if name in process:
+            process[name] = clip(process[name])
+    process.pop("tty", None)
+    if actor.args:
+        process["args"] = [clip(a) for a in actor.args[:64]]
+        process["args_count"] = len(actor.args)
+    auditd: dict[str, Any] = {"data": {}}
+    if actor.session is not None:
+        auditd["session"] = str(actor.session)
+    if actor.event_id:
+        auditd["event_id"] = actor.event_id
+        auditd["sequence"] = int(actor.event_id.rsplit(":", 1)[1])
+    if actor.tty:
+        auditd["data"]["tty"] = clip(actor.tty, 64)
+    if actor.syscall:
+        auditd["data"]["syscall"] = actor.syscall
+    return sd, {"user": user, "process": process, "auditd": auditd}
+
+
+def whodata_event(rule: str, message: str, *, host: str) -> Event:
+    """Attribution is unavailable or degraded (no capability, audit off, records lost):
+    once per cause, so the SIEM knows findings may come without an actor."""
+    body: dict[str, Any] = {
+        "@timestamp": _now(),
+        "ecs": {"version": ECS_VERSION},
+        "event": {"kind": "state", "category": ["host"], "type": ["info"],
+                  "action": "whodata", "severity": Severity.MEDIUM.rank + 1,
+                  "dataset": "mail_integrity.whodata"},
+        "rule": {"id": rule, "name": rule},
+        "message": clip(message, 1024),
+        "host": {"name": host},
+        "log": _syslog(Severity.MEDIUM),
+    }  # fmt: skip
+    sd = {"host": host, "rule": rule, "reason": clip(message)}
+    return str(Severity.MEDIUM), rule, sd, body
 
 
 def resolved_event(f: Finding, *, host: str) -> Event:

@@ -179,6 +179,68 @@ class Change:
 
 
 @dataclass(frozen=True, slots=True)
+class Actor:
+    """Who made a change, from a kernel audit record; or, with ``reason``, why nobody is named.
+
+    Filled by the whodata collector from one audit event (SYSCALL + PATH + PROCTITLE
+    records of one serial); never inferred from anything else. ``args`` come from the
+    process title after secrets redaction. Ids the kernel reports as unset (login uid and
+    session 4294967295) are ``None``.
+    """
+
+    reason: str = ""  # non-empty: not attributed, and why
+    uid: int | None = None
+    user: str | None = None
+    euid: int | None = None
+    euser: str | None = None
+    auid: int | None = None  # login uid: who logged in, kept through sudo and su
+    auser: str | None = None
+    pid: int | None = None
+    ppid: int | None = None
+    exe: str | None = None
+    comm: str | None = None
+    args: tuple[str, ...] = ()
+    tty: str | None = None
+    session: int | None = None
+    event_id: str | None = None  # "<seconds>.<millis>:<serial>", as ``ausearch -a`` takes
+    syscall: str | None = None
+
+    @property
+    def attributed(self) -> bool:
+        return not self.reason
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``actor`` object of a JSON finding (ECS-like names, unset values left out)."""
+        if self.reason:
+            return {"attributed": False, "reason": self.reason}
+        user = _some(id=_str(self.uid), name=self.user)
+        effective = _some(id=_str(self.euid), name=self.euser)
+        login = _some(id=_str(self.auid), name=self.auser)
+        if effective:
+            user["effective"] = effective
+        if login:
+            user["audit"] = login
+        process = _some(
+            pid=self.pid, executable=self.exe, name=self.comm, tty=self.tty,
+            args=list(self.args) or None,
+        )  # fmt: skip
+        if self.ppid is not None:
+            process["parent"] = {"pid": self.ppid}
+        return {
+            "attributed": True, "user": user, "process": process,
+            **_some(session=_str(self.session), event_id=self.event_id, syscall=self.syscall),
+        }  # fmt: skip
+
+
+def _str(value: int | None) -> str | None:
+    return None if value is None else str(value)
+
+
+def _some(**values: Any) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if v is not None}
+
+
+@dataclass(frozen=True, slots=True)
 class Finding:
     """A judged difference or violation: what the user, the SIEM and the exit code see."""
 
@@ -190,6 +252,7 @@ class Finding:
     before: Any = None
     after: Any = None
     fix: str | None = None  # what to do about it, when we know
+    actor: Actor | None = None  # who made the change (watch, offline audit log), or why unknown
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -203,6 +266,8 @@ class Finding:
         }
         if self.fix:
             out["fix"] = self.fix
+        if self.actor is not None:
+            out["actor"] = self.actor.to_json()
         return out
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from integrity.model import Finding, Report, Severity
+from integrity.model import Actor, Finding, Report, Severity
 
 _ORDER = sorted(Severity, key=lambda s: -s.rank)
 
@@ -72,7 +72,31 @@ def render_finding(f: Finding) -> list[str]:
         lines.append(f"      {f.attribute or 'value'}: {_value(f.before)} -> {_value(f.after)}")
     if f.fix:
         lines.append(f"      fix: {safe(f.fix)}")
+    if f.actor is not None:
+        lines.append(f"      by: {actor_text(f.actor)}")
     return lines
+
+
+def actor_text(a: Actor) -> str:
+    """``uid 1000 (alice), login uid 1000 (alice), /usr/bin/chmod pid 42 ...`` or why not."""
+    if not a.attributed:
+        return f"unknown ({safe(a.reason)})"
+
+    def who(uid: int | None, name: str | None) -> str:
+        return "unset" if uid is None else f"{uid}" + (f" ({safe(name)})" if name else "")
+
+    parts = [f"uid {who(a.uid, a.user)}"]
+    if a.euid != a.uid:
+        parts.append(f"euid {who(a.euid, a.euser)}")
+    parts.append(f"login uid {who(a.auid, a.auser)}")
+    parts.append(f"{safe(a.exe or a.comm or '?')} pid {a.pid} ppid {a.ppid}")
+    if a.args:
+        parts.append("args " + _value(" ".join(a.args)))
+    session = "unset" if a.session is None else str(a.session)
+    parts.append(f"tty {safe(a.tty or 'none')}, session {session}")
+    if a.event_id:
+        parts.append(f"audit event {a.event_id}")
+    return ", ".join(parts)
 
 
 def render_text(report: Report, *, verbose: bool = False) -> str:
