@@ -136,6 +136,12 @@ def manpage(pkg_version: str, date: str) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="prefix, e.g. /usr/share")
+    parser.add_argument(
+        "--zsh-dir",
+        default="zsh/vendor-completions",
+        help="zsh completion dir under --out (Debian: zsh/vendor-completions; "
+        "elsewhere zsh/site-functions)",
+    )
     args = parser.parse_args()
     try:
         pkg_version = version("mail-integrity")
@@ -148,7 +154,7 @@ def main() -> int:
         "bash-completion/completions/mail-integrity": BashComplete(
             cli, {}, PROG, COMPLETE_VAR
         ).source(),
-        "zsh/vendor-completions/_mail-integrity": ZshComplete(cli, {}, PROG, COMPLETE_VAR).source(),
+        f"{args.zsh_dir}/_mail-integrity": ZshComplete(cli, {}, PROG, COMPLETE_VAR).source(),
     }
     for rel, text in targets.items():
         path = os.path.join(args.out, rel)
