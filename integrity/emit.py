@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import threading
 from collections.abc import Callable, Mapping
@@ -275,6 +276,44 @@ def level_for(verbosity: int) -> int:
     return levels.get(max(-1, verbosity), logging.DEBUG)
 
 
+#: journald priority of a stdlib level, for lines that carry no finding severity
+_JOURNAL_LEVELS = {logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4, logging.INFO: 6}
+
+
+def journal_priority(record: logging.LogRecord) -> int:
+    """syslog priority of a log line: a finding's severity (critical -> 2), else its level."""
+    event = record.msg if isinstance(record.msg, dict) else {}
+    severity = event.get("severity")
+    if isinstance(severity, str):
+        try:
+            return LEVELS[Severity.parse(severity)]
+        except (KeyError, ValueError):
+            pass
+    return _JOURNAL_LEVELS.get(record.levelno, 7)
+
+
+class _JournalPrefix(logging.Formatter):
+    """sd-daemon(3) ``<N>`` prefix: journald files the line at priority N, not at info,
+    so ``journalctl -p crit`` shows the critical findings."""
+
+    def __init__(self, inner: logging.Formatter) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"<{journal_priority(record)}>{self.inner.format(record)}"
+
+
+def stderr_is_journal() -> bool:
+    """systemd connected stderr to journald (it sets $JOURNAL_STREAM to the stream's dev:ino)."""
+    try:
+        dev, ino = (int(x) for x in os.environ.get("JOURNAL_STREAM", "").split(":"))
+        st = os.fstat(sys.stderr.fileno())
+    except (ValueError, OSError):
+        return False
+    return (st.st_dev, st.st_ino) == (dev, ino)
+
+
 def configure_logging(verbosity: int, json: bool) -> None:
     """structlog through stdlib, to stderr, so watchdog's own warnings join the pipeline.
 
@@ -297,7 +336,7 @@ def configure_logging(verbosity: int, json: bool) -> None:
     )
     handler = logging.StreamHandler(sys.stderr)
     handler.set_name(_HANDLER_NAME)
-    handler.setFormatter(formatter)
+    handler.setFormatter(_JournalPrefix(formatter) if stderr_is_journal() else formatter)
     handler.setLevel(level)
     root = logging.getLogger()
     for old in [h for h in root.handlers if h.get_name() == _HANDLER_NAME]:

@@ -21,7 +21,7 @@ from click.shell_completion import BashComplete, ZshComplete
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from integrity.cli import cli  # noqa: E402  (after the path set-up for a bare checkout)
+from integrity.cli import cli  # after the path set-up, for a bare checkout
 
 PROG = "mail-integrity"
 COMPLETE_VAR = "_MAIL_INTEGRITY_COMPLETE"
@@ -77,9 +77,12 @@ def paragraphs(text: str) -> str:
     return "\n.PP\n".join(esc(" ".join(p.split())) for p in text.split("\n\n") if p.strip())
 
 
-def commands(group: click.Group, ctx: click.Context, prefix: str = "") -> list[tuple[str, click.Command, click.Context]]:
+Leaf = tuple[str, click.Command, click.Context]
+
+
+def commands(group: click.Group, ctx: click.Context, prefix: str = "") -> list[Leaf]:
     """Every leaf command with its full name ("config check"), in help order."""
-    out: list[tuple[str, click.Command, click.Context]] = []
+    out: list[Leaf] = []
     for name in group.list_commands(ctx):
         cmd = group.get_command(ctx, name)
         if cmd is None or cmd.hidden:
@@ -147,8 +150,12 @@ def main() -> int:
         pkg_version = version("mail-integrity")
     except PackageNotFoundError:
         pkg_version = "0"
-    epoch = int(os.environ.get("SOURCE_DATE_EPOCH", "0")) or None
-    when = datetime.datetime.fromtimestamp(epoch or 0, datetime.UTC) if epoch else datetime.datetime.now(datetime.UTC)
+    epoch = int(os.environ.get("SOURCE_DATE_EPOCH", "0"))  # reproducible builds set it
+    when = (
+        datetime.datetime.fromtimestamp(epoch, datetime.UTC)
+        if epoch
+        else datetime.datetime.now(datetime.UTC)
+    )
     targets = {
         "man/man1/mail-integrity.1": manpage(pkg_version, when.strftime("%Y-%m-%d")),
         "bash-completion/completions/mail-integrity": BashComplete(
