@@ -23,6 +23,7 @@ import re
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import threading
 import time
@@ -120,31 +121,61 @@ def cached_tarball() -> Path:
     return TARBALL
 
 
+def mounts_under(path: Path) -> list[str]:
+    """Mount points at or below ``path``, deepest first."""
+    found = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        point = line.split()[4].replace("\\040", " ")
+        if point == str(path) or point.startswith(f"{path}/"):
+            found.append(point)
+    return sorted(found, key=len, reverse=True)
+
+
+def unmount_all(path: Path) -> None:
+    for point in mounts_under(path):
+        subprocess.run(["umount", "-l", point], check=False)
+
+
 @contextlib.contextmanager
 def mounted(root: Path) -> Iterator[None]:
-    """/proc, /sys, /dev for a chroot (the build and apt need them)."""
-    done: list[Path] = []
+    """Fresh /proc, /sys and a private /dev for one chroot call: never the host's /dev
+    bound in (a recursive delete of the root must not be able to reach host devices)."""
     try:
-        for sub in ("proc", "sys", "dev", "dev/pts"):
-            target = root / sub
-            target.mkdir(exist_ok=True)
-            run(["mount", "--bind", f"/{sub}", str(target)], timeout=30)
-            done.append(target)
+        run(["mount", "-t", "proc", "proc", str(root / "proc")], timeout=30)
+        run(["mount", "-t", "sysfs", "sysfs", str(root / "sys")], timeout=30)
+        dev = root / "dev"
+        run(["mount", "-t", "tmpfs", "-o", "mode=0755,nosuid", "mi-pkg-dev", str(dev)], timeout=30)
+        for name, minor in (("null", 3), ("zero", 5), ("full", 7), ("random", 8), ("urandom", 9)):
+            os.mknod(dev / name, 0o666 | stat.S_IFCHR, os.makedev(1, minor))
+            os.chmod(dev / name, 0o666)
+        (dev / "fd").symlink_to("/proc/self/fd")
+        for fd, name in enumerate(("stdin", "stdout", "stderr")):
+            (dev / name).symlink_to(f"/proc/self/fd/{fd}")
+        (dev / "pts").mkdir()
+        (dev / "shm").mkdir(mode=0o1777)
         yield
     finally:
-        for target in reversed(done):
-            subprocess.run(["umount", "-l", str(target)], check=False)
+        unmount_all(root)
+
+
+def remove_root(base: Path) -> None:
+    """Delete a test root only when nothing is mounted below it, never across file systems."""
+    unmount_all(base)
+    left = mounts_under(base)
+    assert not left, f"still mounted, {base} left in place: {left}"
+    run(["rm", "-rf", "--one-file-system", str(base)], timeout=300)
 
 
 def chroot(root: Path, script: str, timeout: float) -> subprocess.CompletedProcess[str]:
     """Run ``script`` with sh as root in a clean environment, cwd the checkout."""
     env = ["env", "-i", f"PATH={PATH}", "HOME=/root", "LANG=C.UTF-8",
            "DEBIAN_FRONTEND=noninteractive"]  # fmt: skip
-    return run(
-        ["chroot", str(root), *env, "sh", "-c", f"cd /root/mail-integrity && {script}"],
-        timeout=timeout,
-        check=False,
-    )
+    with mounted(root):
+        return run(
+            ["chroot", str(root), *env, "sh", "-c", f"cd /root/mail-integrity && {script}"],
+            timeout=timeout,
+            check=False,
+        )
 
 
 def readme_quickstart() -> str:
@@ -212,10 +243,10 @@ def prepare_root(base: Path) -> Path:
 @pytest.fixture(scope="module")
 def debian_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     base = tmp_path_factory.mktemp("mi_pkg_root")
-    root = prepare_root(base)
-    with mounted(root):
-        yield root
-    shutil.rmtree(base, ignore_errors=True)
+    try:
+        yield prepare_root(base)
+    finally:
+        remove_root(base)
 
 
 @pytest.fixture(scope="module")
@@ -420,8 +451,7 @@ def booted(
         timeout=120,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    for sub in ("dev/pts", "dev", "sys", "proc"):  # nspawn mounts its own
-        subprocess.run(["umount", "-l", str(debian_root / sub)], check=False)
+    assert not mounts_under(debian_root), "nspawn mounts its own /proc, /sys, /dev"
     start = time.monotonic()
     box = Booted(debian_root, tmp_path_factory.mktemp("mi_pkg_boot") / "console.log")
     try:
@@ -439,8 +469,6 @@ def booted(
     finally:
         box.poweroff()
         receiver.close()
-        for sub in ("proc", "sys", "dev", "dev/pts"):
-            subprocess.run(["mount", "--bind", f"/{sub}", str(debian_root / sub)], check=False)
 
 
 def findings_in_journal(box: Booted, unit: str) -> list[dict[str, object]]:
