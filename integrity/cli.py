@@ -535,7 +535,10 @@ def watch(syslog_url: str | None, once: bool, enforce: bool, audit_rules: bool, 
 
 @cli.group("config")
 def config_group() -> None:
-    """The configuration: `config check` validates it before a service trips over it."""
+    """The configuration: `config check` validates it before a service trips over it.
+
+    Example: mail-integrity config check
+    """
 
 
 @config_group.command("check")
