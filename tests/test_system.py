@@ -521,6 +521,7 @@ def test_service_ready_watchdog_setuid_stop(booted: tuple[Booted, Receiver]) -> 
     assert pri % 8 == 2, f"not critical: {msg[:200]}"
     crit = box.sh("journalctl -u mail-integrity.service -p crit -o cat --no-pager").stdout
     assert "/usr/sbin/sendmail" in crit, crit[-2000:]
+    box.sh("chmod u-s /usr/sbin/sendmail")  # put it back: the root is used again below
 
     stopped = box.sh("systemctl stop mail-integrity.service", timeout=60)
     assert stopped.returncode == 0
