@@ -7,8 +7,10 @@ stderr and the error's exit code (PRODUCT.md), never a traceback for a known pro
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import sqlite3
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -82,6 +84,7 @@ def build(ctx_args: dict[str, Any]) -> tuple[api.Options, Config]:
         pinned_fingerprint=cfg.pinned_fingerprint,
         ledger=cfg.ledger,
         packages=cfg.packages,
+        state_dir=cfg.state_dir,
     )
     return opts, cfg
 
@@ -534,7 +537,11 @@ def watch(syslog_url: str | None, once: bool, enforce: bool, audit_rules: bool, 
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: maps errors to exit codes (16 usage, 17 config, 18 I/O, 19/20 baseline)."""
+    """Entry point: maps errors to exit codes (16 usage, 17 config, 18 I/O, 19/20 baseline).
+
+    Every failure is one line on stderr; a bug (an exception nobody expected) is one line
+    too, exit 70, with the traceback only when MAIL_INTEGRITY_DEBUG is set.
+    """
     try:
         rv = cli.main(args=argv, prog_name="mail-integrity", standalone_mode=False)
     except click.exceptions.Abort:
@@ -546,9 +553,28 @@ def main(argv: list[str] | None = None) -> int:
     except MonitorError as exc:
         click.echo(f"error: {exc.message}", err=True)
         return exc.exit_code
+    except sqlite3.Error as exc:  # a store path that did not classify its own error
+        from integrity.store import classify, last_opened
+
+        err = classify(exc, last_opened())
+        click.echo(f"error: {err.message}", err=True)
+        return err.exit_code
     except OSError as exc:
-        click.echo(f"error: {exc.filename or ''}: {exc.strerror}", err=True)
+        where = f"{exc.filename}: " if exc.filename else ""
+        cause = exc.strerror or str(exc)
+        if exc.errno == errno.ENOSPC:
+            cause = "no space left on device"
+        click.echo(f"error: {where}{cause}", err=True)
         return 18
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        if os.environ.get("MAIL_INTEGRITY_DEBUG"):
+            raise
+        click.echo(
+            f"error: internal error: {type(exc).__name__}: {exc} (a bug: please report it; "
+            "MAIL_INTEGRITY_DEBUG=1 shows the traceback)",
+            err=True,
+        )
+        return 70
     return rv if isinstance(rv, int) else 0
