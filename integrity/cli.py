@@ -138,7 +138,7 @@ def announce(cfg: Config, opts: api.Options, command: str) -> None:
     from integrity.daemon import make_sender
     from integrity.store import Store
 
-    store = Store.open(opts.db)
+    store = Store.open(opts.db, state_dir=opts.state_dir)
     try:
         event = emit.baseline_event(
             command,
@@ -313,7 +313,7 @@ def history(limit: int, **kw: Any) -> int:
     from integrity.store import Store
 
     opts, _ = build(kw)
-    store = Store.open(opts.db)
+    store = Store.open(opts.db, state_dir=opts.state_dir)
     try:
         data = store.history(limit)
         since = whojoin.since_time(store.get_meta("sealed_at"))
@@ -477,16 +477,45 @@ def compare_cmd(reference: str, other: str, profile_dirs: tuple[str, ...], fmt: 
 
 @cli.command()
 @common_options
-def export(**kw: Any) -> int:
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Write to this file, created 0600 (the baseline maps the host's weak spots).",
+)
+def export(output: str | None, **kw: Any) -> int:
     """Write the baseline as JSON (checksum included), e.g. to compare hosts elsewhere.
 
-    Example: mail-integrity export > mx1-baseline.json
+    Example: mail-integrity export -o mx1-baseline.json
     """
     opts, _ = build(kw)
     from integrity import fleet
 
-    click.echo(json.dumps(fleet.export_baseline(opts.db), indent=1, sort_keys=True))
+    doc = fleet.export_baseline(opts.db, state_dir=opts.state_dir)
+    text = json.dumps(doc, indent=1, sort_keys=True) + "\n"
+    if output is None:
+        click.echo(text, nl=False)
+        return 0
+    write_private(output, text.encode())
     return 0
+
+
+def write_private(path: str, data: bytes) -> None:
+    """Write ``path`` 0600 from its first byte (O_CREAT mode, never through a symlink)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+    old = os.umask(0o077)
+    try:
+        fd = os.open(path, flags, 0o600)
+    finally:
+        os.umask(old)
+    try:
+        os.fchmod(fd, 0o600)  # an existing file keeps its mode on O_TRUNC
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
 
 
 @cli.command()
