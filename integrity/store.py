@@ -328,6 +328,7 @@ class _Database(Database):
     """
 
     reading = False
+    path = "baseline database"
 
     def end_read(self) -> None:
         if self.reading:
@@ -342,7 +343,10 @@ class _Database(Database):
             with super().atomic():
                 yield self
             return
-        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise classify(exc, self.path) from exc
         try:
             yield self
         except BaseException:
@@ -350,9 +354,9 @@ class _Database(Database):
             raise
         try:
             self.conn.execute("COMMIT")
-        except BaseException:
+        except sqlite3.Error as exc:  # disk full at the last moment: nothing was written
             self.rollback()
-            raise
+            raise classify(exc, self.path) from exc
 
     def execute(self, sql: str, parameters: Any = None) -> sqlite3.Cursor:
         if self.reading and sql.lstrip()[:6].upper() not in ("SELECT", "PRAGMA", "WITH R"):
@@ -431,6 +435,7 @@ class Store:
                     isolation_level="IMMEDIATE",
                 )  # fmt: skip
                 db = _Database(conn, execute_plugins=False)
+                db.path = path
                 db.enable_wal()
                 migrations.apply(db)
                 for suffix in ("", "-wal", "-shm"):  # a database from before 0600-at-birth
@@ -460,6 +465,7 @@ class Store:
                     isolation_level="IMMEDIATE",
                 )  # fmt: skip
                 db = _Database(conn, execute_plugins=False)
+                db.path = path
                 if state:
                     db.enable_wal()
                 migrations.apply(db)  # the state database: its own runs and findings
@@ -479,11 +485,10 @@ class Store:
         return store
 
     def close(self) -> None:
+        """The last connection to close checkpoints and removes the WAL (SQLite does it),
+        so a closed database is one complete file that can go to read-only media."""
         with contextlib.suppress(sqlite3.Error):
             self.db.end_read()
-            if not self.readonly and self.path != ":memory:":
-                # the main file complete on its own: it can be copied to read-only media
-                self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         self.db.close()
         if self._lock_fd is not None:
             os.close(self._lock_fd)
