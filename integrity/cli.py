@@ -580,20 +580,20 @@ def main(argv: list[str] | None = None) -> int:
         click.echo(f"error: {exc.format_message()}", err=True)
         return 16
     except MonitorError as exc:
-        click.echo(f"error: {exc.message}", err=True)
+        click.echo(f"error: {report.safe(exc.message)}", err=True)  # one line, always
         return exc.exit_code
     except sqlite3.Error as exc:  # a store path that did not classify its own error
         from integrity.store import classify, last_opened
 
         err = classify(exc, last_opened())
-        click.echo(f"error: {err.message}", err=True)
+        click.echo(f"error: {report.safe(err.message)}", err=True)
         return err.exit_code
     except OSError as exc:
         where = f"{exc.filename}: " if exc.filename else ""
         cause = exc.strerror or str(exc)
         if exc.errno == errno.ENOSPC:
             cause = "no space left on device"
-        click.echo(f"error: {where}{cause}", err=True)
+        click.echo(f"error: {report.safe(where + cause)}", err=True)
         return 18
     except KeyboardInterrupt:
         return 130
@@ -601,8 +601,8 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("MAIL_INTEGRITY_DEBUG"):
             raise
         click.echo(
-            f"error: internal error: {type(exc).__name__}: {exc} (a bug: please report it; "
-            "MAIL_INTEGRITY_DEBUG=1 shows the traceback)",
+            f"error: internal error: {type(exc).__name__}: {report.safe(exc)} "
+            "(a bug: please report it; MAIL_INTEGRITY_DEBUG=1 shows the traceback)",
             err=True,
         )
         return 70

@@ -138,7 +138,10 @@ class _RowHasher:
         self._h = blake3.blake3(derive_key_context=ROWS_CONTEXT)
 
     def add(self, path: bytes, role: str, record: str) -> None:
-        for part in (path, role.encode(), record.encode()):
+        # surrogateescape: a damaged (non-UTF-8) text column hashes as its raw bytes, so
+        # it fails the checksum instead of raising
+        for part in (path, role.encode(errors="surrogateescape"),
+                     record.encode(errors="surrogateescape")):  # fmt: skip
             self._h.update(len(part).to_bytes(8, "big"))
             self._h.update(part)
 
@@ -184,6 +187,31 @@ def _private_umask() -> Iterator[None]:
         yield
     finally:
         os.umask(old)
+
+
+@contextlib.contextmanager
+def _opening(path: str, conns: list[sqlite3.Connection]) -> Iterator[None]:
+    """Open under a private umask; on any failure close what was opened (a connection
+    left behind keeps its locks until garbage collection) and say what went wrong."""
+    try:
+        with _private_umask():
+            yield
+    except BaseException as exc:
+        for conn in conns:
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
+        if isinstance(exc, sqlite3.Error):
+            raise classify(exc, path, opening=True) from exc
+        if isinstance(exc, UnicodeError):  # SQLite's message quotes a damaged schema's bytes
+            raise BaselineCorruptError(f"{path}: baseline database schema is damaged") from exc
+        if isinstance(exc, OSError):
+            raise BaselineIOError(f"{path}: {exc.strerror}") from exc
+        raise
+
+
+def _text_column(data: bytes) -> str:
+    """TEXT as str even when a damaged page made it invalid UTF-8 (the checksum catches it)."""
+    return data.decode("utf-8", "surrogateescape")
 
 
 def _writable(path: str) -> bool:
@@ -249,7 +277,8 @@ def classify(exc: sqlite3.Error, path: str, *, opening: bool = False) -> Monitor
     code = getattr(exc, "sqlite_errorcode", None)
     primary = code & 0xFF if isinstance(code, int) else None
     text = str(exc)
-    if primary == 13 or "disk is full" in text:  # SQLITE_FULL
+    if primary == 13 or "disk is full" in text or (primary == 10 and _disk_full(path)):
+        # SQLITE_FULL, or an I/O error (SQLite hides errno) on a filesystem with no room
         return BaselineIOError(
             f"{path}: no space left on device; the previous baseline is intact"
         )
@@ -272,10 +301,27 @@ def classify(exc: sqlite3.Error, path: str, *, opening: bool = False) -> Monitor
 # -- host-keyed checksum ----------------------------------------------------------------
 
 
+def _disk_full(path: str) -> bool:
+    """Is the filesystem holding ``path`` (nearly) out of space for us?"""
+    try:
+        st = os.statvfs(os.path.dirname(os.path.abspath(path)))
+    except OSError:
+        return False
+    free = st.f_bavail * st.f_frsize if os.geteuid() else st.f_bfree * st.f_frsize
+    return free < 256 * 1024 or st.f_favail == 0
+
+
 def rows_mac(key: bytes, digest: str, generation: int) -> str:
     """The rows digest keyed with the host-local key: what a DB-only write cannot redo."""
-    h = blake3.blake3(f"{digest}\0{generation}".encode(), key=key)
+    h = blake3.blake3(f"{digest}\0{generation}".encode(errors="surrogateescape"), key=key)
     return "blake3-keyed:" + h.hexdigest()
+
+
+def _same(a: str, b: str) -> bool:
+    """Constant-time comparison that also takes a damaged (non-ASCII) stored value."""
+    return hmac.compare_digest(
+        a.encode(errors="surrogateescape"), b.encode(errors="surrogateescape")
+    )
 
 
 def _read_key(path: str) -> bytes | None:
@@ -428,24 +474,21 @@ class Store:
 
     @classmethod
     def _open_rw(cls, path: str, shared: bool, timeout: float, state_dir: str | None) -> Store:
-        try:
-            with _private_umask():
-                conn = sqlite3.connect(
-                    path, timeout=timeout, check_same_thread=not shared,
-                    isolation_level="IMMEDIATE",
-                )  # fmt: skip
-                db = _Database(conn, execute_plugins=False)
-                db.path = path
-                db.enable_wal()
-                migrations.apply(db)
-                for suffix in ("", "-wal", "-shm"):  # a database from before 0600-at-birth
-                    with contextlib.suppress(FileNotFoundError):
-                        if stat.S_IMODE(os.stat(path + suffix).st_mode) & 0o077:
-                            os.chmod(path + suffix, 0o600)
-        except sqlite3.Error as exc:
-            raise classify(exc, path, opening=True) from exc
-        except OSError as exc:
-            raise BaselineIOError(f"{path}: {exc.strerror}") from exc
+        conns: list[sqlite3.Connection] = []
+        with _opening(path, conns):
+            conn = sqlite3.connect(
+                path, timeout=timeout, check_same_thread=not shared, isolation_level="IMMEDIATE"
+            )
+            conns.append(conn)
+            conn.text_factory = _text_column
+            db = _Database(conn, execute_plugins=False)
+            db.path = path
+            db.enable_wal()
+            migrations.apply(db)
+            for suffix in ("", "-wal", "-shm"):  # a database from before 0600-at-birth
+                with contextlib.suppress(FileNotFoundError):
+                    if stat.S_IMODE(os.stat(path + suffix).st_mode) & 0o077:
+                        os.chmod(path + suffix, 0o600)
         return cls(db, path, state_dir=state_dir)
 
     @classmethod
@@ -458,27 +501,25 @@ class Store:
                 "database to read-only media only after mail-integrity closed it"
             )
         state = _state_path(path, state_dir)
-        try:
-            with _private_umask():
-                conn = sqlite3.connect(
-                    state or ":memory:", timeout=timeout, check_same_thread=not shared,
-                    isolation_level="IMMEDIATE",
-                )  # fmt: skip
-                db = _Database(conn, execute_plugins=False)
-                db.path = path
-                if state:
-                    db.enable_wal()
-                migrations.apply(db)  # the state database: its own runs and findings
-                uri = "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro&immutable=1"
-                conn.execute("ATTACH DATABASE ? AS base", (uri,))
-                # temp views are found before main's (empty) tables of the same name
-                conn.execute("CREATE TEMP VIEW meta AS SELECT * FROM base.meta")
-                conn.execute("CREATE TEMP VIEW files AS SELECT * FROM base.files")
-                conn.execute("SELECT count(*) FROM base.meta").fetchone()
-        except sqlite3.Error as exc:
-            raise classify(exc, path, opening=True) from exc
-        except OSError as exc:
-            raise BaselineIOError(f"{path}: {exc.strerror}") from exc
+        conns: list[sqlite3.Connection] = []
+        with _opening(path, conns):
+            conn = sqlite3.connect(
+                state or ":memory:", timeout=timeout, check_same_thread=not shared,
+                isolation_level="IMMEDIATE",
+            )  # fmt: skip
+            conns.append(conn)
+            conn.text_factory = _text_column
+            db = _Database(conn, execute_plugins=False)
+            db.path = path
+            if state:
+                db.enable_wal()
+            migrations.apply(db)  # the state database: its own runs and findings
+            uri = "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro&immutable=1"
+            conn.execute("ATTACH DATABASE ? AS base", (uri,))
+            # temp views are found before main's (empty) tables of the same name
+            conn.execute("CREATE TEMP VIEW meta AS SELECT * FROM base.meta")
+            conn.execute("CREATE TEMP VIEW files AS SELECT * FROM base.files")
+            conn.execute("SELECT count(*) FROM base.meta").fetchone()
         store = cls(db, path, state_dir=state_dir)
         store.readonly = True
         store.run_records = state
@@ -584,9 +625,9 @@ class Store:
                     roles[path] = role
                 except (ValueError, KeyError, TypeError) as exc:
                     bad = exc
-        except (sqlite3.Error, TypeError) as exc:
+        except (sqlite3.Error, TypeError, UnicodeError) as exc:
             raise self._damaged(exc) from exc
-        if not hmac.compare_digest(hasher.hexdigest(), expected):
+        if not _same(hasher.hexdigest(), expected):
             raise BaselineCorruptError(
                 f"{self.path}: baseline rows do not match their checksum: the database was "
                 "edited outside mail-integrity; restore it from your off-host copy"
@@ -611,9 +652,9 @@ class Store:
                 path_b = bytes(path_raw)
                 hasher.add(path_b, role, record)
                 yield os.fsdecode(path_b), role, record
-        except (sqlite3.Error, TypeError) as exc:
+        except (sqlite3.Error, TypeError, UnicodeError) as exc:
             raise self._damaged(exc) from exc
-        if not hmac.compare_digest(hasher.hexdigest(), expected):
+        if not _same(hasher.hexdigest(), expected):
             raise BaselineCorruptError(
                 f"{self.path}: baseline rows do not match their checksum: the database was "
                 "edited outside mail-integrity; restore it from your off-host copy"
@@ -622,7 +663,7 @@ class Store:
     def _damaged(self, exc: Exception) -> MonitorError:
         if isinstance(exc, sqlite3.Error):
             return classify(exc, self.path)
-        return BaselineCorruptError(f"{self.path}: baseline row of the wrong type: {exc}")
+        return BaselineCorruptError(f"{self.path}: baseline database damaged: {exc}")
 
     def _expected_digest(self, keyed: bool) -> str:
         """The recorded rows digest, after checking its host-keyed checksum (``rows_mac``).
@@ -634,7 +675,7 @@ class Store:
             expected = self.get_meta("rows_digest")
             mac = self.get_meta("rows_mac")
             generation = self.generation
-        except (sqlite3.Error, ValueError) as exc:
+        except (sqlite3.Error, ValueError, TypeError) as exc:
             raise self._damaged(exc) from exc
         if expected is None:
             raise BaselineMissingError(
@@ -652,7 +693,7 @@ class Store:
                 f"{self.path}: its checksum key {kpath} is missing: cannot tell whether the "
                 "rows were edited; restore the key (or the whole state directory) from backup"
             )
-        if mac is None or not hmac.compare_digest(mac, rows_mac(key, expected, generation)):
+        if mac is None or not _same(mac, rows_mac(key, expected, generation)):
             raise BaselineCorruptError(
                 f"{self.path}: baseline rows do not match their checksum (keyed with {kpath}): "
                 "the database was edited outside mail-integrity; restore it from your "
