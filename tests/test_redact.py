@@ -33,9 +33,11 @@ CANARY = "Zq7CANARY"
         ("postfix-main", f"my_db_password = {CANARY}4\n"),
         ("postfix-main", f"local_secret = {CANARY}5\n"),
         ("postfix-main", f"relayhost = [smtp://u:{CANARY}6@relay.example]\n"),
-        ("postfix-master", f"relay unix - - n - - smtp -o smtp_sasl_password_maps=static:u:{CANARY}\n"),
+        ("postfix-master",
+         f"relay unix - - n - - smtp -o smtp_sasl_password_maps=static:u:{CANARY}\n"),
         ("exim4-conf", f"LDAP_PASS = {CANARY}7\n"),
-        ("exim4-conf", f"mysql_servers = localhost/mail/exim/{CANARY}8 : db2/mail/exim/{CANARY}9\n"),
+        ("exim4-conf",
+         f"mysql_servers = localhost/mail/exim/{CANARY}8 : db2/mail/exim/{CANARY}9\n"),
         ("exim4-conf", f"MAIN_X = ${{lookup ldap{{user=\"cn=admin\" pass={CANARY} ldap:///dc=x}}}}\n"),
         (
             "exim4-conf",
