@@ -31,7 +31,8 @@ REDACTED = "<redacted>"
 
 _SECRET_KEY = re.compile(
     r"(?i)(password|passwd|passphrase|secret|bind_?pw|dnpass|client_send|credential"
-    r"|private_?key|api_?key|auth_?token|(^|[^a-z])pass($|[^a-z])|(^|[^a-z])pwd($|[^a-z]))"
+    r"|private_?key|api_?key|auth_?token|(^|[^a-z])pass($|[^a-z])|(^|[^a-z])pwd($|[^a-z])"
+    r"|(^|_)pw$)"
 )
 #: keys that name a secret but hold a harmless value (exim router options)
 _NOT_SECRET = frozenset({"pass_router", "pass_on_timeout"})
@@ -42,10 +43,15 @@ _REFERENCE = re.compile(r"^\s*(<?/|([a-z][a-z0-9_+-]*:)+/|\$\{)", re.IGNORECASE)
 _TABLE_ITEM = re.compile(r"[\s,]+")
 _INLINE_ASSIGN = re.compile(
     r"""(?ix)
-    \b((?:[a-z0-9_]*?)(?:password|passwd|passphrase|secret|bind_?pw|dnpass|pass|pwd))
+    \b((?:[a-z0-9_]*?)(?:password|passwd|passphrase|secret|bind_?pw|dnpass|pass|pwd|_pw))
     (\s*[=:]\s*)
     ("[^"]*"|'[^']*'|[^\s,;}"']+)
     """
+)
+#: a command-line option that takes a secret as its next word: ``--api-key VALUE``
+_SECRET_FLAG = re.compile(
+    r"(?i)(\s--?[a-z0-9_-]*?(?:password|passwd|passphrase|secret|api[-_]?key|token|pw)\s+)"
+    r"(\"[^\"]*\"|'[^']*'|[^\s\"']+)"
 )
 _URL_CREDS = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^/\s:@]*):[^@\s/]*@")
 _AUTHINFO = re.compile(r'"P([:=])[^"]*"')
@@ -73,6 +79,7 @@ def text(value: str) -> str:
     out = _AUTHINFO.sub(rf'"P\1{REDACTED}"', out)
     out = _SERVERS.sub(lambda m: m.group(1) + _server_list(m.group(2)), out)
     out = _AUTH_LITERAL.sub(rf"\1{REDACTED}\3", out)
+    out = _SECRET_FLAG.sub(rf"\1{REDACTED}", out)
     return _INLINE_ASSIGN.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", out)
 
 

@@ -52,6 +52,10 @@ CANARY = "Zq7CANARY"
         ("dovecot", f"passdb {{\n  driver = static\n  args = password={CANARY}\n}}\n"),
         ("dovecot", f"connect = host=db dbname=mail user=dovecot password={CANARY}\n"),
         ("aliases", f'fetch: "|/usr/bin/fetch --password={CANARY}"\n'),
+        ("systemd-unit", f"[Service]\nEnvironment=DB_PASSWORD={CANARY} OTHER=x\n"),
+        ("systemd-unit", f"[Service]\nExecStart=/usr/bin/relay --api-key {CANARY} -v\n"),
+        ("pam", f"auth sufficient pam_ldap.so bindpw={CANARY}\n"),
+        ("pam", f"auth required pam_mysql.so user=x passwd={CANARY}\n"),
     ],
 )
 def test_parse_never_lets_a_planted_secret_out(analyzer: str, text: str) -> None:
@@ -72,6 +76,8 @@ def test_parse_never_lets_a_planted_secret_out(analyzer: str, text: str) -> None
         f'AuthInfo: "U:root" "P={CANARY}"',
         f"-----BEGIN PRIVATE KEY-----\nMIIE{CANARY}\n-----END PRIVATE KEY-----",
         f"ldap://admin:{CANARY}@ldap.example/",
+        f"ldapdb_pw: {CANARY}",  # Cyrus SASL smtpd.conf
+        f"sql_passwd: {CANARY}",
     ],
 )
 def test_free_text_forms_are_redacted(text: str) -> None:
