@@ -90,6 +90,7 @@ class Options:
     pinned_fingerprint: str | None = None
     ledger: str | None = None  # highest generation seen, kept outside the database
     packages: bool = True  # package-aware triage (dpkg md5sums, rpm) when available
+    state_dir: str | None = None  # checksum key, and run records of a read-only baseline
 
 
 def _check_root(root: str) -> str:
@@ -103,7 +104,7 @@ def init(opts: Options, *, progress: Progress | None = None, sign: SignKey | Non
     root = _check_root(opts.root)
     policy = resolve_policy(root, opts.profiles, opts.profile_dirs)
     snap = snapshot(root, policy, progress=progress)
-    store = Store.open(opts.db, create=True)
+    store = Store.open(opts.db, create=True, state_dir=opts.state_dir)
     try:
         store.replace_baseline(snap.records.values(), {p: str(r) for p, r in snap.roles.items()})
         store.set_meta("root", root)
@@ -134,6 +135,7 @@ def _header(store: Store, root: str, policy: Policy, command: str) -> dict[str, 
         "signed": bool(store.get_meta("signature")),
         "signer": store.get_meta("signer"),
         "host": hostname(),
+        "notes": store.notes(),
     }
 
 
@@ -147,10 +149,15 @@ def _summary(report: Report) -> dict[str, object]:
     }
 
 
-def open_store(opts: Options) -> tuple[Store, str, Policy]:
-    """The store (signature checked), and the root and policy its baseline was built with."""
-    store = Store.open(opts.db)
+def open_store(opts: Options, *, writer: bool = False) -> tuple[Store, str, Policy]:
+    """The store (signature checked), and the root and policy its baseline was built with.
+
+    Everything is read from one snapshot (a concurrent update is seen whole or not at
+    all); ``writer`` queues behind any other init/update first.
+    """
+    store = Store.open(opts.db, writer=writer, state_dir=opts.state_dir)
     try:
+        store.begin_read()
         check_signature(
             store, opts.public_key, pinned=opts.pinned_fingerprint, ledger=opts.ledger
         )  # first: with a key, an edited row is a forgery (20)
@@ -168,10 +175,10 @@ def open_store(opts: Options) -> tuple[Store, str, Policy]:
 
 
 def open_baseline(
-    opts: Options,
+    opts: Options, *, writer: bool = False
 ) -> tuple[Store, str, Policy, dict[str, FileRecord], dict[str, Role]]:
     """``open_store`` plus the whole baseline in memory (records and roles)."""
-    store, root, policy = open_store(opts)
+    store, root, policy = open_store(opts, writer=writer)
     try:
         baseline, raw_roles = store.load_baseline()
     except BaseException:
@@ -297,7 +304,7 @@ def update(
     """Accept the live state of ``paths`` (all when None) into the baseline; returns count."""
     if not reason.strip():
         raise UsageError("update needs --reason: say why the change is accepted")
-    store, root, policy, baseline, roles = open_baseline(opts)
+    store, root, policy, baseline, roles = open_baseline(opts, writer=True)
     try:
         if store.get_meta("signature") and sign is None and not defer_signature:
             raise UsageError(
@@ -367,7 +374,7 @@ def signing_payload(opts: Options) -> bytes:
     """The bytes to sign off the host (`payload`); clears the old signature."""
     from integrity.trust import prepare_payload
 
-    store = Store.open(opts.db)
+    store = Store.open(opts.db, writer=True, state_dir=opts.state_dir)
     try:
         store.load_baseline()
         return prepare_payload(store)
@@ -381,7 +388,7 @@ def add_signature(opts: Options, signature: str) -> str:
 
     if not opts.public_key:
         raise UsageError("import-signature needs the public key (--public-key or public_key)")
-    store = Store.open(opts.db)
+    store = Store.open(opts.db, writer=True, state_dir=opts.state_dir)
     try:
         store.load_baseline()
         return import_signature(store, signature, opts.public_key)

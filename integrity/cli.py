@@ -7,8 +7,10 @@ stderr and the error's exit code (PRODUCT.md), never a traceback for a known pro
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import sqlite3
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -82,6 +84,7 @@ def build(ctx_args: dict[str, Any]) -> tuple[api.Options, Config]:
         pinned_fingerprint=cfg.pinned_fingerprint,
         ledger=cfg.ledger,
         packages=cfg.packages,
+        state_dir=cfg.state_dir,
     )
     return opts, cfg
 
@@ -135,7 +138,7 @@ def announce(cfg: Config, opts: api.Options, command: str) -> None:
     from integrity.daemon import make_sender
     from integrity.store import Store
 
-    store = Store.open(opts.db)
+    store = Store.open(opts.db, state_dir=opts.state_dir)
     try:
         event = emit.baseline_event(
             command,
@@ -310,7 +313,7 @@ def history(limit: int, **kw: Any) -> int:
     from integrity.store import Store
 
     opts, _ = build(kw)
-    store = Store.open(opts.db)
+    store = Store.open(opts.db, state_dir=opts.state_dir)
     try:
         data = store.history(limit)
         since = whojoin.since_time(store.get_meta("sealed_at"))
@@ -474,16 +477,45 @@ def compare_cmd(reference: str, other: str, profile_dirs: tuple[str, ...], fmt: 
 
 @cli.command()
 @common_options
-def export(**kw: Any) -> int:
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Write to this file, created 0600 (the baseline maps the host's weak spots).",
+)
+def export(output: str | None, **kw: Any) -> int:
     """Write the baseline as JSON (checksum included), e.g. to compare hosts elsewhere.
 
-    Example: mail-integrity export > mx1-baseline.json
+    Example: mail-integrity export -o mx1-baseline.json
     """
     opts, _ = build(kw)
     from integrity import fleet
 
-    click.echo(json.dumps(fleet.export_baseline(opts.db), indent=1, sort_keys=True))
+    doc = fleet.export_baseline(opts.db, state_dir=opts.state_dir)
+    text = json.dumps(doc, indent=1, sort_keys=True) + "\n"
+    if output is None:
+        click.echo(text, nl=False)
+        return 0
+    write_private(output, text.encode())
     return 0
+
+
+def write_private(path: str, data: bytes) -> None:
+    """Write ``path`` 0600 from its first byte (O_CREAT mode, never through a symlink)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+    old = os.umask(0o077)
+    try:
+        fd = os.open(path, flags, 0o600)
+    finally:
+        os.umask(old)
+    try:
+        os.fchmod(fd, 0o600)  # an existing file keeps its mode on O_TRUNC
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
 
 
 @cli.command()
@@ -578,7 +610,11 @@ def _root(root: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: maps errors to exit codes (16 usage, 17 config, 18 I/O, 19/20 baseline)."""
+    """Entry point: maps errors to exit codes (16 usage, 17 config, 18 I/O, 19/20 baseline).
+
+    Every failure is one line on stderr; a bug (an exception nobody expected) is one line
+    too, exit 70, with the traceback only when MAIL_INTEGRITY_DEBUG is set.
+    """
     try:
         rv = cli.main(args=argv, prog_name="mail-integrity", standalone_mode=False)
     except click.exceptions.Abort:
@@ -588,11 +624,30 @@ def main(argv: list[str] | None = None) -> int:
         click.echo(f"error: {exc.format_message()}", err=True)
         return 16
     except MonitorError as exc:
-        click.echo(f"error: {exc.message}", err=True)
+        click.echo(f"error: {report.safe(exc.message)}", err=True)  # one line, always
         return exc.exit_code
+    except sqlite3.Error as exc:  # a store path that did not classify its own error
+        from integrity.store import classify, last_opened
+
+        err = classify(exc, last_opened())
+        click.echo(f"error: {report.safe(err.message)}", err=True)
+        return err.exit_code
     except OSError as exc:
-        click.echo(f"error: {exc.filename or ''}: {exc.strerror}", err=True)
+        where = f"{exc.filename}: " if exc.filename else ""
+        cause = exc.strerror or str(exc)
+        if exc.errno == errno.ENOSPC:
+            cause = "no space left on device"
+        click.echo(f"error: {report.safe(where + cause)}", err=True)
         return 18
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        if os.environ.get("MAIL_INTEGRITY_DEBUG"):
+            raise
+        click.echo(
+            f"error: internal error: {type(exc).__name__}: {report.safe(exc)} "
+            "(a bug: please report it; MAIL_INTEGRITY_DEBUG=1 shows the traceback)",
+            err=True,
+        )
+        return 70
     return rv if isinstance(rv, int) else 0

@@ -1,11 +1,14 @@
 """``/etc/mail-integrity/config.toml``: defaults that command-line flags override.
 
 A missing default file is normal (no setup needed); a file given with --config must
-exist. Unknown keys and wrong types are errors naming the file and the key.
+exist. Unknown keys, wrong types, undecodable bytes and out-of-range numbers (``nan``,
+a negative debounce) are errors naming the file, the key and what is allowed.
 """
 
 from __future__ import annotations
 
+import difflib
+import math
 import os
 import tomllib
 from dataclasses import dataclass, field, fields
@@ -16,6 +19,7 @@ from integrity.errors import ConfigError
 DEFAULT_CONFIG = "/etc/mail-integrity/config.toml"
 DEFAULT_DB = "/var/lib/mail-integrity/baseline.db"
 DEFAULT_OUTBOX = "/var/lib/mail-integrity/outbox.db"
+_MAX_CONFIG = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,8 +54,37 @@ class Config:
     pinned_fingerprint: str | None = None
     ledger: str | None = None
     packages: bool = True
+    state_dir: str | None = None  # checksum key and read-only baselines' run records
     syslog: SyslogConfig = field(default_factory=SyslogConfig)
     watch: WatchConfig = field(default_factory=WatchConfig)
+
+
+#: allowed range of every numeric key, (section, key) -> (low, high), both inclusive;
+#: a float key not listed must still be finite and >= 0 (nan passes no comparison)
+RANGES: dict[tuple[str, str], tuple[float, float]] = {
+    ("watch", "debounce"): (0.0, 60.0),
+    ("watch", "full_verify_interval"): (1.0, 7 * 86400.0),
+    ("watch", "realert_interval"): (1.0, 7 * 86400.0),
+    ("syslog", "heartbeat"): (1.0, 86400.0),
+    ("syslog", "reconnect_max"): (0.1, 86400.0),
+}
+_DEFAULT_RANGE = (0.0, 1e9)
+_TOP_STR = ("db", "root", "public_key", "pinned_fingerprint", "ledger", "state_dir")
+_TOP_LISTS = ("profiles", "profile_dirs")
+
+
+def _did_you_mean(word: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(word, choices, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _number(path: str, name: str, key: str, value: float) -> float:
+    low, high = RANGES.get((name, key), _DEFAULT_RANGE)
+    if not (math.isfinite(value) and low <= value <= high):
+        raise ConfigError(
+            f"{path}: [{name}] {key} = {value!r} is out of range: allowed {low:g} to {high:g}"
+        )
+    return float(value)
 
 
 def _section(path: str, name: str, data: object, cls: type) -> Any:
@@ -61,12 +94,20 @@ def _section(path: str, name: str, data: object, cls: type) -> Any:
     values: dict[str, Any] = {}
     for key, value in data.items():
         if key not in known:
-            raise ConfigError(f"{path}: [{name}] unknown key {key!r}")
+            hint = _did_you_mean(key, list(known))
+            raise ConfigError(f"{path}: [{name}] unknown key {key!r}{hint}")
         expected = str(known[key].type).split(" | ")[0]
-        want = {"str": (str,), "float": (int, float), "bool": (bool,)}.get(expected, (object,))
-        if not isinstance(value, want) or (isinstance(value, bool) and expected == "float"):
+        want = {"str": (str,), "float": (int, float), "bool": (bool,), "int": (int,)}.get(
+            expected, (object,)
+        )
+        if not isinstance(value, want) or (
+            isinstance(value, bool) and expected in ("float", "int")
+        ):
             raise ConfigError(f"{path}: [{name}] {key} must be a {expected}, not {value!r}")
-        values[key] = float(value) if expected == "float" else value  # type: ignore[arg-type]
+        if expected in ("float", "int"):
+            number = _number(path, name, key, float(value))  # type: ignore[arg-type]
+            value = number if expected == "float" else int(number)
+        values[key] = value
     return cls(**values)
 
 
@@ -80,11 +121,22 @@ def load_config(path: str | None) -> Config:
         return Config()
     try:
         with open(path, "rb") as fh:
-            data = tomllib.load(fh)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: {exc}") from exc
+            raw = fh.read(_MAX_CONFIG + 1)
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
+    if len(raw) > _MAX_CONFIG:
+        raise ConfigError(f"{path}: larger than {_MAX_CONFIG} bytes: not a config file")
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte {exc.start}: {raw[exc.start:exc.start + 1]!r}); "
+            "TOML files must be UTF-8"
+        ) from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+    except RecursionError as exc:
+        raise ConfigError(f"{path}: nested too deeply to be a config file") from exc
     syslog = _section(path, "syslog", data.pop("syslog", {}), SyslogConfig)
     watch = _section(path, "watch", data.pop("watch", {}), WatchConfig)
     if watch.whodata not in ("auto", "read", "off"):
@@ -93,17 +145,21 @@ def load_config(path: str | None) -> Config:
         )
     top: dict[str, Any] = {}
     for key, value in data.items():
-        if (
-            key in ("db", "root", "public_key", "pinned_fingerprint", "ledger")
-            and isinstance(value, str)
-        ) or (key == "packages" and isinstance(value, bool)):
+        if (key in _TOP_STR and isinstance(value, str)) or (
+            key == "packages" and isinstance(value, bool)
+        ):
             top[key] = value
         elif (
-            key in ("profiles", "profile_dirs")
+            key in _TOP_LISTS
             and isinstance(value, list)
             and all(isinstance(v, str) for v in value)
         ):
             top[key] = tuple(value)
+        elif key in (*_TOP_STR, *_TOP_LISTS, "packages"):
+            raise ConfigError(f"{path}: wrong type: {key} = {value!r}")
         else:
-            raise ConfigError(f"{path}: unknown key or wrong type: {key} = {value!r}")
+            names = [*_TOP_STR, *_TOP_LISTS, "packages", "syslog", "watch"]
+            raise ConfigError(
+                f"{path}: unknown key or wrong type: {key} = {value!r}{_did_you_mean(key, names)}"
+            )
     return Config(syslog=syslog, watch=watch, **top)

@@ -34,6 +34,20 @@ class StoreError(MonitorError):
     exit_code = 19
 
 
+class BaselineIOError(StoreError):
+    """The database could not be read or written (disk full, I/O error, read-only media).
+
+    Never reported as corrupt: the baseline itself may be fine, and the SIEM must not get
+    a false "baseline corrupt" alarm because a disk filled up.
+    """
+
+    exit_code = 18
+
+
+class BaselineBusyError(BaselineIOError):
+    """Another writer held the baseline for longer than we were willing to wait."""
+
+
 class BaselineMissingError(StoreError):
     exit_code = 19
 

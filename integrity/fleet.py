@@ -64,11 +64,11 @@ def compare_baselines(db_a: str, db_b: str, *, profile_dirs: Iterable[str] = ())
     return report
 
 
-def export_baseline(db: str) -> dict[str, object]:
+def export_baseline(db: str, *, state_dir: str | None = None) -> dict[str, object]:
     """The baseline as JSON (for fleet comparison on another machine); checksum included."""
-    store = Store.open(db)
+    store = Store.open(db, state_dir=state_dir)
     try:
-        store.load_baseline()  # refuse to export rows that fail their checksum
+        store.load_baseline()  # refuse to export rows that fail their (host-keyed) checksum
         rows = [
             {"path": os.fsdecode(p), "role": role, "record": record}
             for p, role, record in sorted(store.raw_rows())
@@ -102,7 +102,9 @@ def _load_any(path: str) -> tuple[dict[str, FileRecord], dict[str, str], list[st
     if head != b"{":
         store = Store.open(path)
         try:
-            records, roles = store.load_baseline()
+            # another host's database: its checksum key is on that host, so only the
+            # plain digest is checked here (damage is caught, a forgery is not)
+            records, roles = store.load_baseline(keyed=False)
             names = [n for n in (store.get_meta("profiles", "") or "").split(",") if n]
         finally:
             store.close()

@@ -109,6 +109,7 @@ def render_text(report: Report, *, verbose: bool = False) -> str:
             f"profiles {', '.join(h.get('profiles', []))}"
             + (f", baseline generation {h['generation']} ({signed})" if "generation" in h else "")
         )
+        lines.extend(f"note: {safe(n)}" for n in h.get("notes") or [])
     counts = report.by_severity()
     lines.append(
         f"{report.scanned} paths checked: {report.added} added, {report.removed} removed, "

@@ -43,7 +43,7 @@ class Session:
         check no longer waits for fsync (which made the latency tail).
         """
         if self._store is None:
-            self._store = Store.open(self.opts.db, shared=True)
+            self._store = Store.open(self.opts.db, shared=True, state_dir=self.opts.state_dir)
             self._store.db.execute("PRAGMA synchronous=NORMAL")
         return self._store
 

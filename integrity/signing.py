@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
-from integrity.errors import BaselineTamperedError, ConfigError, StoreError
+from integrity.errors import BaselineIOError, BaselineTamperedError, ConfigError, StoreError
 
 PURPOSE = "mail-integrity baseline"
 PAYLOAD_VERSION = 1
@@ -265,8 +265,8 @@ class Ledger:
                     return
                 entries[key] = generation
                 self._write(directory, entries)
-        except OSError as exc:
-            raise StoreError(
+        except OSError as exc:  # disk full, read-only: I/O (18), not a damaged ledger (19)
+            raise BaselineIOError(
                 f"{self.path}: cannot write the generation ledger: {exc.strerror}"
             ) from exc
 
@@ -290,7 +290,7 @@ class Ledger:
         except FileNotFoundError:
             return {}
         except OSError as exc:
-            raise StoreError(
+            raise BaselineIOError(
                 f"{self.path}: cannot read the generation ledger: {exc.strerror}"
             ) from exc
         return _parse_ledger(self.path, text)

@@ -3,18 +3,28 @@
 One SQLite file holds the baseline rows, the run log, the findings with their life cycle
 (open -> resolved | accepted) and the acceptances (who, when, why, before, after).
 Paths are stored as BLOBs (``os.fsencode``) so non-UTF-8 names round-trip. The rows carry
-a keyed BLAKE3 digest in ``meta``: a row edited outside the tool is caught on load.
+a BLAKE3 digest in ``meta`` (what signatures and exports cover), and that digest is keyed
+with a host-local key kept outside the database (``<state dir>/<name>.key``, 0600): a
+write to the database alone cannot recompute it. Root can; signatures stop root.
+
+The file is created 0600 before SQLite opens it, writers queue on a lock file, readers
+read one snapshot, and a database on read-only media is opened immutable.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import errno
+import fcntl
 import hmac
 import json
 import os
 import sqlite3
+import stat
+import time
+import urllib.parse
 from collections.abc import Iterable, Iterator, Mapping
-from pathlib import Path
 from typing import Any
 
 import blake3
@@ -25,11 +35,22 @@ with without_numpy():
     from sqlite_utils import Database
     from sqlite_utils.migrations import Migrations
 
-from integrity.errors import BaselineCorruptError, BaselineMissingError, StoreError
+from integrity.errors import (
+    BaselineBusyError,
+    BaselineCorruptError,
+    BaselineIOError,
+    BaselineMissingError,
+    MonitorError,
+    StoreError,
+)
 from integrity.model import FileRecord, Finding
 
 ROWS_CONTEXT = "mail-integrity 2026-11 baseline rows v1"
+MAC_CONTEXT = "mail-integrity 2026-11 rows mac v1"
 DEFAULT_DB = "/var/lib/mail-integrity/baseline.db"
+#: seconds a run waits for another writer before giving up with "baseline busy" (exit 18)
+BUSY_TIMEOUT = 30.0
+_KEY_LEN = 32
 
 migrations = Migrations("mail-integrity")
 
@@ -117,7 +138,10 @@ class _RowHasher:
         self._h = blake3.blake3(derive_key_context=ROWS_CONTEXT)
 
     def add(self, path: bytes, role: str, record: str) -> None:
-        for part in (path, role.encode(), record.encode()):
+        # surrogateescape: a damaged (non-UTF-8) text column hashes as its raw bytes, so
+        # it fails the checksum instead of raising
+        for part in (path, role.encode(errors="surrogateescape"),
+                     record.encode(errors="surrogateescape")):  # fmt: skip
             self._h.update(len(part).to_bytes(8, "big"))
             self._h.update(part)
 
@@ -137,41 +161,415 @@ def _text(value: Any) -> str | None:
     return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
 
 
-class Store:
-    """The baseline database. Use ``Store.open`` (must exist) or ``Store.create``."""
+# -- opening: private from the first byte, one writer at a time, read-only media ----------
 
-    def __init__(self, db: Database, path: str) -> None:
+
+def _create_private(path: str) -> None:
+    """Create the database file 0600 before SQLite opens it: no window where the umask
+    lets a local user read the baseline (SQLite gives -wal and -shm the same mode)."""
+    try:
+        with _private_umask():
+            os.makedirs(os.path.dirname(os.path.abspath(path)), mode=0o700, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        os.close(fd)
+    except OSError as exc:
+        cls = BaselineIOError if exc.errno in _IO_ERRNOS else StoreError
+        raise cls(f"{path}: cannot create the database: {exc.strerror}") from exc
+
+
+_IO_ERRNOS = frozenset({errno.ENOSPC, errno.EIO, errno.EROFS, errno.EDQUOT, errno.EACCES})
+
+
+@contextlib.contextmanager
+def _private_umask() -> Iterator[None]:
+    old = os.umask(0o077)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+@contextlib.contextmanager
+def _opening(path: str, conns: list[sqlite3.Connection]) -> Iterator[None]:
+    """Open under a private umask; on any failure close what was opened (a connection
+    left behind keeps its locks until garbage collection) and say what went wrong."""
+    try:
+        with _private_umask():
+            yield
+    except BaseException as exc:
+        for conn in conns:
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
+        if isinstance(exc, sqlite3.Error):
+            raise classify(exc, path, opening=True) from exc
+        if isinstance(exc, UnicodeError):  # SQLite's message quotes a damaged schema's bytes
+            raise BaselineCorruptError(f"{path}: baseline database schema is damaged") from exc
+        if isinstance(exc, OSError):
+            raise BaselineIOError(f"{path}: {exc.strerror}") from exc
+        raise
+
+
+def _text_column(data: bytes) -> str:
+    """TEXT as str even when a damaged page made it invalid UTF-8 (the checksum catches it)."""
+    return data.decode("utf-8", "surrogateescape")
+
+
+def _writable(path: str) -> bool:
+    """Can we write the database and create its -wal/-shm (not read-only media)?"""
+    directory = os.path.dirname(os.path.abspath(path))
+    return os.access(path, os.W_OK) and os.access(directory, os.W_OK | os.X_OK)
+
+
+def _writer_lock(path: str, timeout: float) -> int | None:
+    """flock on ``<db>.lock``: init, update and signature imports run one at a time."""
+    if not _writable(path):
+        return None  # read-only media: nothing will be written, nothing to serialise
+    lock = path + ".lock"
+    try:
+        with _private_umask():
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise BaselineIOError(f"{lock}: cannot open the writer lock: {exc.strerror}") from exc
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                os.close(fd)
+                raise BaselineBusyError(_busy(path, timeout)) from None
+            time.sleep(0.05)
+
+
+def _busy(path: str, timeout: float) -> str:
+    return (
+        f"{path}: baseline busy: another mail-integrity run is writing it "
+        f"(waited {timeout:g} s); try again when it is done"
+    )
+
+
+def _state_path(path: str, state_dir: str | None) -> str | None:
+    """Where a read-only baseline's runs and findings go; None when nowhere writable."""
+    directory = state_dir or os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory) or not os.access(directory, os.W_OK | os.X_OK):
+        return None
+    stem = os.path.splitext(os.path.basename(path))[0]
+    return os.path.join(directory, f"{stem}.state.db")
+
+
+def key_path(path: str, state_dir: str | None = None) -> str:
+    """The host-local checksum key of a database: in the state directory, not inside it."""
+    directory = state_dir or os.path.dirname(os.path.abspath(path))
+    return os.path.join(directory, os.path.splitext(os.path.basename(path))[0] + ".key")
+
+
+_LAST_OPENED = "baseline database"
+
+
+def last_opened() -> str:
+    """The database opened last: names the file in an error raised far from ``open``."""
+    return _LAST_OPENED
+
+
+def classify(exc: sqlite3.Error, path: str, *, opening: bool = False) -> MonitorError:
+    """An SQLite error -> the error the user must see: I/O (18) is never called corrupt."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    primary = code & 0xFF if isinstance(code, int) else None
+    text = str(exc)
+    if primary == 13 or "disk is full" in text or (primary == 10 and _disk_full(path)):
+        # SQLITE_FULL, or an I/O error (SQLite hides errno) on a filesystem with no room
+        return BaselineIOError(
+            f"{path}: no space left on device; the previous baseline is intact"
+        )
+    if primary in (5, 6) or "database is locked" in text:  # SQLITE_BUSY, SQLITE_LOCKED
+        return BaselineBusyError(_busy(path, BUSY_TIMEOUT))
+    if primary == 8 or "because it is a view" in text:  # SQLITE_READONLY
+        return BaselineIOError(
+            f"{path}: baseline is read-only here: init and update need a writable copy"
+        )
+    if primary in (3, 10, 14, 22, 23):  # PERM, IOERR, CANTOPEN, NOLFS, AUTH
+        return BaselineIOError(f"{path}: I/O error: {text}")
+    if primary in (11, 26) or "malformed" in text:  # SQLITE_CORRUPT, SQLITE_NOTADB
+        return BaselineCorruptError(
+            f"{path}: baseline database is corrupt ({text}); restore it from your off-host copy"
+        )
+    what = "not a usable baseline database" if opening else "baseline database damaged"
+    return BaselineCorruptError(f"{path}: {what}: {text}")
+
+
+# -- host-keyed checksum ----------------------------------------------------------------
+
+
+def _disk_full(path: str) -> bool:
+    """Is the filesystem holding ``path`` (nearly) out of space for us?"""
+    try:
+        st = os.statvfs(os.path.dirname(os.path.abspath(path)))
+    except OSError:
+        return False
+    free = st.f_bavail * st.f_frsize if os.geteuid() else st.f_bfree * st.f_frsize
+    return free < 256 * 1024 or st.f_favail == 0
+
+
+def rows_mac(key: bytes, digest: str, generation: int) -> str:
+    """The rows digest keyed with the host-local key: what a DB-only write cannot redo."""
+    h = blake3.blake3(f"{digest}\0{generation}".encode(errors="surrogateescape"), key=key)
+    return "blake3-keyed:" + h.hexdigest()
+
+
+def _same(a: str, b: str) -> bool:
+    """Constant-time comparison that also takes a damaged (non-ASCII) stored value."""
+    return hmac.compare_digest(
+        a.encode(errors="surrogateescape"), b.encode(errors="surrogateescape")
+    )
+
+
+def _read_key(path: str) -> bytes | None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise BaselineIOError(f"{path}: cannot read the checksum key: {exc.strerror}") from exc
+    try:
+        data = os.read(fd, _KEY_LEN + 1)
+    finally:
+        os.close(fd)
+    if len(data) != _KEY_LEN:
+        raise BaselineCorruptError(f"{path}: not a checksum key ({len(data)} bytes)")
+    return data
+
+
+def _make_key(path: str) -> bytes:
+    """A new random key, written 0600 with O_EXCL (never over an existing one)."""
+    key = os.urandom(_KEY_LEN)
+    try:
+        with _private_umask():
+            os.makedirs(os.path.dirname(os.path.abspath(path)), mode=0o700, exist_ok=True)
+            fd = os.open(
+                path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
+            )
+        try:
+            os.write(fd, key)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except FileExistsError:
+        found = _read_key(path)
+        if found is None:  # pragma: no cover - removed between the two calls
+            raise BaselineIOError(f"{path}: checksum key vanished while created") from None
+        return found
+    except OSError as exc:
+        raise BaselineIOError(f"{path}: cannot write the checksum key: {exc.strerror}") from exc
+    return key
+
+
+class _Database(Database):
+    """sqlite-utils' Database with two changes that make concurrent runs safe.
+
+    * ``atomic`` starts with ``BEGIN IMMEDIATE``: the write lock is taken up front, waiting
+      up to the busy timeout, so two writers queue instead of one failing half-way with
+      "database is locked" (a deferred transaction cannot wait once it has read).
+    * a write ends a read snapshot opened by ``Store.begin_read`` first.
+    """
+
+    reading = False
+    path = "baseline database"
+
+    def end_read(self) -> None:
+        if self.reading:
+            self.reading = False
+            if self.conn.in_transaction:
+                self.conn.commit()
+
+    @contextlib.contextmanager
+    def atomic(self) -> Iterator[Database]:
+        self.end_read()
+        if self.conn.in_transaction:
+            with super().atomic():
+                yield self
+            return
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise classify(exc, self.path) from exc
+        try:
+            yield self
+        except BaseException:
+            self.rollback()
+            raise
+        try:
+            self.conn.execute("COMMIT")
+        except sqlite3.Error as exc:  # disk full at the last moment: nothing was written
+            self.rollback()
+            raise classify(exc, self.path) from exc
+
+    def execute(self, sql: str, parameters: Any = None) -> sqlite3.Cursor:
+        if self.reading and sql.lstrip()[:6].upper() not in ("SELECT", "PRAGMA", "WITH R"):
+            self.end_read()
+        return super().execute(sql, parameters)
+
+
+class Store:
+    """The baseline database. Use ``Store.open`` (``create=True`` for init).
+
+    On read-only media (not writable by us) the baseline is attached read-only and
+    immutable, and runs and findings go to a small state database in ``state_dir`` (or
+    stay in memory when that is not writable either): see ``notes``.
+    """
+
+    def __init__(self, db: _Database, path: str, *, state_dir: str | None = None) -> None:
         self.db = db
         self.path = path
+        self.state_dir = state_dir
+        self.readonly = False
+        self.run_records: str | None = path  # where runs and findings are kept (None: not)
+        self._lock_fd: int | None = None
+        self._legacy = False
 
     @classmethod
-    def open(cls, path: str, *, create: bool = False, shared: bool = False) -> Store:
-        """``shared``: the connection may pass between threads that never use it at once."""
-        exists = path == ":memory:" or os.path.exists(path)
+    def open(
+        cls,
+        path: str,
+        *,
+        create: bool = False,
+        shared: bool = False,
+        writer: bool = False,
+        state_dir: str | None = None,
+        timeout: float = BUSY_TIMEOUT,
+    ) -> Store:
+        """Open (or with ``create`` make) the baseline database.
+
+        ``shared``: the connection may pass between threads that never use it at once.
+        ``writer`` (init, update, signatures): hold the writer lock until ``close``, so two
+        writers run one after the other (waiting up to ``timeout``, then "baseline busy").
+        """
+        if path == ":memory:":
+            db = _Database(
+                sqlite3.connect(path, check_same_thread=not shared), execute_plugins=False
+            )
+            migrations.apply(db)
+            return cls(db, path, state_dir=state_dir)
+        global _LAST_OPENED
+        _LAST_OPENED = path
+        exists = os.path.exists(path)
         if not exists and not create:
             raise BaselineMissingError(
                 f"no baseline at {path}; run `mail-integrity init` first (or pass --db)"
             )
-        if not exists and path != ":memory:":
-            try:
-                Path(path).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            except OSError as exc:
-                raise StoreError(f"{path}: cannot create its directory: {exc.strerror}") from exc
+        if not exists:
+            _create_private(path)
+        lock = _writer_lock(path, timeout) if writer or create else None
         try:
-            db = Database(
-                sqlite3.connect(path, check_same_thread=not shared), execute_plugins=False
+            if _writable(path):
+                store = cls._open_rw(path, shared, timeout, state_dir)
+            else:
+                store = cls._open_ro(path, shared, timeout, state_dir)
+        except BaseException:
+            if lock is not None:
+                os.close(lock)
+            raise
+        store._lock_fd = lock
+        return store
+
+    @classmethod
+    def _open_rw(cls, path: str, shared: bool, timeout: float, state_dir: str | None) -> Store:
+        conns: list[sqlite3.Connection] = []
+        with _opening(path, conns):
+            conn = sqlite3.connect(
+                path, timeout=timeout, check_same_thread=not shared, isolation_level="IMMEDIATE"
             )
-            if path != ":memory:":
-                db.enable_wal()
+            conns.append(conn)
+            conn.text_factory = _text_column
+            db = _Database(conn, execute_plugins=False)
+            db.path = path
+            db.enable_wal()
             migrations.apply(db)
-        except sqlite3.DatabaseError as exc:
-            raise BaselineCorruptError(f"{path}: not a usable baseline database: {exc}") from exc
-        if path != ":memory:":
-            os.chmod(path, 0o600)
-        return cls(db, path)
+            for suffix in ("", "-wal", "-shm"):  # a database from before 0600-at-birth
+                with contextlib.suppress(FileNotFoundError):
+                    if stat.S_IMODE(os.stat(path + suffix).st_mode) & 0o077:
+                        os.chmod(path + suffix, 0o600)
+        return cls(db, path, state_dir=state_dir)
+
+    @classmethod
+    def _open_ro(cls, path: str, shared: bool, timeout: float, state_dir: str | None) -> Store:
+        """Read-only media: the baseline attached immutable; runs and findings elsewhere."""
+        wal = path + "-wal"
+        if os.path.exists(wal) and os.path.getsize(wal) > 0:
+            raise BaselineIOError(
+                f"{path}: read-only, and {wal} holds pages not yet in the database; copy the "
+                "database to read-only media only after mail-integrity closed it"
+            )
+        state = _state_path(path, state_dir)
+        conns: list[sqlite3.Connection] = []
+        with _opening(path, conns):
+            conn = sqlite3.connect(
+                state or ":memory:", timeout=timeout, check_same_thread=not shared,
+                isolation_level="IMMEDIATE",
+            )  # fmt: skip
+            conns.append(conn)
+            conn.text_factory = _text_column
+            db = _Database(conn, execute_plugins=False)
+            db.path = path
+            if state:
+                db.enable_wal()
+            migrations.apply(db)  # the state database: its own runs and findings
+            uri = "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro&immutable=1"
+            conn.execute("ATTACH DATABASE ? AS base", (uri,))
+            # temp views are found before main's (empty) tables of the same name
+            conn.execute("CREATE TEMP VIEW meta AS SELECT * FROM base.meta")
+            conn.execute("CREATE TEMP VIEW files AS SELECT * FROM base.files")
+            conn.execute("SELECT count(*) FROM base.meta").fetchone()
+        store = cls(db, path, state_dir=state_dir)
+        store.readonly = True
+        store.run_records = state
+        return store
 
     def close(self) -> None:
+        """The last connection to close checkpoints and removes the WAL (SQLite does it),
+        so a closed database is one complete file that can go to read-only media."""
+        with contextlib.suppress(sqlite3.Error):
+            self.db.end_read()
         self.db.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def begin_read(self) -> None:
+        """Read from one snapshot until the next write or ``close``.
+
+        A verify running while an update commits then sees the old generation or the new
+        one, never the old digest with the new rows (a false "corrupt" alarm).
+        """
+        if not self.db.reading and not self.db.conn.in_transaction:
+            self.db.conn.execute("BEGIN")
+            self.db.reading = True
+
+    def notes(self) -> list[str]:
+        """What a reader of verify's header must know about this baseline's protection."""
+        out: list[str] = []
+        if self.readonly:
+            where = (
+                f"runs and findings are kept in {self.run_records}"
+                if self.run_records
+                else "runs and findings are not kept (no writable state directory)"
+            )
+            out.append(f"baseline is read-only (opened immutable): {where}")
+        if not self.get_meta("signature"):
+            if self._legacy:
+                out.append(
+                    "unsigned, and made before host-keyed checksums: anyone who can write "
+                    "the database can edit rows and recompute its checksum; run "
+                    "`mail-integrity update --all --reason ...` to add one, and sign it"
+                )
+            else:
+                out.append(
+                    f"unsigned: the checksum is keyed with {key_path(self.path, self.state_dir)}"
+                    ", so an edit by someone who can write the database but not read that key "
+                    "is refused; root or the service user on this host can still rewrite "
+                    "both: only a signature (key off the host) stops that"
+                )
+        return out
 
     # -- meta ---------------------------------------------------------------------------
 
@@ -198,32 +596,38 @@ class Store:
     def current_digest(self) -> str:
         return rows_digest(self.raw_rows())
 
-    def load_baseline(self) -> tuple[dict[str, FileRecord], dict[str, str]]:
-        """Records and roles by path; refuses rows that do not match their digest."""
-        expected = self.get_meta("rows_digest")
-        if expected is None:
-            raise BaselineMissingError(
-                f"{self.path} holds no baseline; run `mail-integrity init` first"
-            )
+    def load_baseline(
+        self, *, keyed: bool = True
+    ) -> tuple[dict[str, FileRecord], dict[str, str]]:
+        """Records and roles by path; refuses rows that do not match their digest.
+
+        ``keyed=False`` (another host's database, fleet compare): the host key is not
+        ours, so only the plain digest is checked: damage is caught, forgery is not.
+        """
+        self.begin_read()
+        expected = self._expected_digest(keyed)
         records: dict[str, FileRecord] = {}
         roles: dict[str, str] = {}
         hasher = _RowHasher()
         # one pass, rows streamed in path order (SQLite compares BLOBs as memcmp, the same
         # order as Python bytes): no second copy of 100k raw rows in memory
-        cursor = self.db.execute("select path, role, record from files order by path")
         bad: Exception | None = None
-        for path_raw, role, record in cursor:
-            path_b = bytes(path_raw)
-            hasher.add(path_b, role, record)
-            if bad is not None:
-                continue
-            try:
-                path = os.fsdecode(path_b)
-                records[path] = FileRecord.from_row({"path": path, **json.loads(record)})
-                roles[path] = role
-            except (ValueError, KeyError, TypeError) as exc:
-                bad = exc
-        if not hmac.compare_digest(hasher.hexdigest(), expected):
+        try:
+            cursor = self.db.execute("select path, role, record from files order by path")
+            for path_raw, role, record in cursor:
+                path_b = bytes(path_raw)
+                hasher.add(path_b, role, record)
+                if bad is not None:
+                    continue
+                try:
+                    path = os.fsdecode(path_b)
+                    records[path] = FileRecord.from_row({"path": path, **json.loads(record)})
+                    roles[path] = role
+                except (ValueError, KeyError, TypeError) as exc:
+                    bad = exc
+        except (sqlite3.Error, TypeError, UnicodeError) as exc:
+            raise self._damaged(exc) from exc
+        if not _same(hasher.hexdigest(), expected):
             raise BaselineCorruptError(
                 f"{self.path}: baseline rows do not match their checksum: the database was "
                 "edited outside mail-integrity; restore it from your off-host copy"
@@ -232,29 +636,70 @@ class Store:
             raise BaselineCorruptError(f"{self.path}: unreadable baseline row: {bad}") from bad
         return records, roles
 
-    def iter_baseline(self) -> Iterator[tuple[str, str, str]]:
+    def iter_baseline(self, *, keyed: bool = True) -> Iterator[tuple[str, str, str]]:
         """(path, role, record JSON) in path order, checked against the rows digest.
 
         For a streaming verify: nothing is kept in memory, and the digest mismatch is
         raised after the last row (consume the iterator fully before trusting a result).
         """
-        expected = self.get_meta("rows_digest")
-        if expected is None:
-            raise BaselineMissingError(
-                f"{self.path} holds no baseline; run `mail-integrity init` first"
-            )
+        self.begin_read()
+        expected = self._expected_digest(keyed)
         hasher = _RowHasher()
-        cursor = self.db.conn.cursor()
-        cursor.execute("select path, role, record from files order by path")
-        for path_raw, role, record in cursor:
-            path_b = bytes(path_raw)
-            hasher.add(path_b, role, record)
-            yield os.fsdecode(path_b), role, record
-        if not hmac.compare_digest(hasher.hexdigest(), expected):
+        try:
+            cursor = self.db.conn.cursor()
+            cursor.execute("select path, role, record from files order by path")
+            for path_raw, role, record in cursor:
+                path_b = bytes(path_raw)
+                hasher.add(path_b, role, record)
+                yield os.fsdecode(path_b), role, record
+        except (sqlite3.Error, TypeError, UnicodeError) as exc:
+            raise self._damaged(exc) from exc
+        if not _same(hasher.hexdigest(), expected):
             raise BaselineCorruptError(
                 f"{self.path}: baseline rows do not match their checksum: the database was "
                 "edited outside mail-integrity; restore it from your off-host copy"
             )
+
+    def _damaged(self, exc: Exception) -> MonitorError:
+        if isinstance(exc, sqlite3.Error):
+            return classify(exc, self.path)
+        return BaselineCorruptError(f"{self.path}: baseline database damaged: {exc}")
+
+    def _expected_digest(self, keyed: bool) -> str:
+        """The recorded rows digest, after checking its host-keyed checksum (``rows_mac``).
+
+        A database without one (made before keyed checksums) is accepted only while no
+        key exists for it; once sealed with a key, a missing ``rows_mac`` is a forgery.
+        """
+        try:
+            expected = self.get_meta("rows_digest")
+            mac = self.get_meta("rows_mac")
+            generation = self.generation
+        except (sqlite3.Error, ValueError, TypeError) as exc:
+            raise self._damaged(exc) from exc
+        if expected is None:
+            raise BaselineMissingError(
+                f"{self.path} holds no baseline; run `mail-integrity init` first"
+            )
+        if not keyed or self.path == ":memory:":
+            return expected
+        kpath = key_path(self.path, self.state_dir)
+        key = _read_key(kpath)
+        if mac is None and key is None:
+            self._legacy = True
+            return expected
+        if key is None:
+            raise BaselineCorruptError(
+                f"{self.path}: its checksum key {kpath} is missing: cannot tell whether the "
+                "rows were edited; restore the key (or the whole state directory) from backup"
+            )
+        if mac is None or not _same(mac, rows_mac(key, expected, generation)):
+            raise BaselineCorruptError(
+                f"{self.path}: baseline rows do not match their checksum (keyed with {kpath}): "
+                "the database was edited outside mail-integrity; restore it from your "
+                "off-host copy"
+            )
+        return expected
 
     def _row(self, rec: FileRecord, role: str) -> dict[str, Any]:
         return {
@@ -328,8 +773,12 @@ class Store:
 
     def _seal(self, generation: int | None = None) -> None:
         gen = self.generation + 1 if generation is None else generation
+        digest = self.current_digest()
         self.set_meta("generation", str(gen))
-        self.set_meta("rows_digest", self.current_digest())
+        self.set_meta("rows_digest", digest)
+        if self.path != ":memory:":
+            key = _make_key(key_path(self.path, self.state_dir))
+            self.set_meta("rows_mac", rows_mac(key, digest, gen))
         self.set_meta("sealed_at", now())
 
     # -- runs and findings --------------------------------------------------------------

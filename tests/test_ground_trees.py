@@ -18,6 +18,7 @@ import pytest
 
 from integrity import api
 from integrity.model import Severity
+from integrity.store import key_path
 from tests import mtatrees
 
 pytestmark = [
@@ -111,6 +112,7 @@ def _host(pristine, tmp_path: Path) -> tuple[Path, Path]:
     _, root, db = pristine
     subprocess.run(["cp", "-a", str(root), str(tmp_path / "root")], check=True)
     shutil.copy(db, tmp_path / "baseline.db")
+    shutil.copy(key_path(str(db)), tmp_path / "baseline.key")  # its host-local checksum key
     return tmp_path / "root", tmp_path / "baseline.db"
 
 

@@ -16,6 +16,7 @@ import pytest
 
 from integrity import api
 from integrity.model import Severity
+from integrity.store import key_path
 from tests import mtatrees
 
 pytestmark = [
@@ -44,6 +45,7 @@ def copy_host(pristine: tuple[str, Path, Path], dest: Path) -> tuple[Path, Path]
     _, root, db = pristine
     subprocess.run(["cp", "-a", str(root), str(dest / "root")], check=True)
     shutil.copy(db, dest / "baseline.db")
+    shutil.copy(key_path(str(db)), dest / "baseline.key")  # its host-local checksum key
     return dest / "root", dest / "baseline.db"
 
 

@@ -10,7 +10,9 @@ Every analyzer module exposes three pure functions (text in, values out, no I/O)
 * ``assess(path: str, facts: Facts) -> list[Finding]``: risky state with no baseline
   (used by ``audit`` and by ``init`` to show what is already wrong).
 
-Secrets never reach an analyzer: the caller does not read their content.
+Secrets never reach an analyzer: the caller does not read their content. Secrets written
+inline in a config (a password in main.cf, an exim macro) are cut out of everything an
+analyzer returns by ``integrity.redact``, applied here once for all of them.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from integrity import redact
 from integrity.model import Facts, Finding
 
 
@@ -67,11 +70,11 @@ def get(name: str) -> Analyzer | None:
         return None
     tail = f"_{suffix}" if suffix else ""
     try:
-        return Analyzer(
+        return Analyzer(  # every value that leaves an analyzer passes the redaction layer
             name,
-            getattr(mod, f"parse{tail}"),
-            getattr(mod, f"diff{tail}"),
-            getattr(mod, f"assess{tail}"),
+            redact.parse(getattr(mod, f"parse{tail}")),
+            redact.judged(getattr(mod, f"diff{tail}")),
+            redact.judged(getattr(mod, f"assess{tail}")),
             bool(getattr(mod, "FACTS_ONLY", False)),
         )
     except AttributeError:
