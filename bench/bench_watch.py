@@ -1,39 +1,39 @@
 """Real-time benchmark of `mail-integrity watch`: change -> line in a real rsyslogd.
 
-Why: PRODUCT.md promises alerts at the syslog server "in well under a second" and bounded
-memory "whatever the event rate"; only an end-to-end run shows whether that holds. The
-daemon runs as a child process exactly as tests/test_daemon.py starts it (demo sandbox,
-baseline, NOTIFY_SOCKET, READY=1) and sends to a private rsyslogd on loopback
+Why: an alert is worth what it costs an attacker to delay or drown it. The daemon runs as
+a child process exactly as tests/test_daemon.py starts it (demo sandbox, baseline,
+NOTIFY_SOCKET, READY=1) and sends to a private rsyslogd on loopback
 (tests/rsyslog_harness.Rsyslog); we tail rsyslog's output file and timestamp first sight.
 
 1. Latency: ``--changes`` chmods of /etc/mail/aliases alternating 0644 <-> 0664, spaced
-   100-200 ms apart, once with the config's default debounce and once per ``--debounce``.
-   Each chmod must produce the matching line (0664: a finding with after=0664; 0644: the
-   "resolved" event). The RFC 5424 timestamp (taken when the daemon queues the message)
-   splits the latency into daemon (inotify + debounce + verify) and delivery (outbox,
-   sender, rsyslog, our 1 ms poll).
-2. Storm: a writer process creates and unlinks ``--storm-rate`` queue files per second in
-   /var/spool/mqueue for ``--storm-seconds``; at half time the binary gets the SUID bit.
-   Reported: SUID alert latency, probe chmods of aliases every 3 s, VmRSS and CPU of the
-   daemon every second, the writer's achieved rate, and the latency of one chmod made
-   after the storm (does the daemon fall behind?). ``--py-spy`` samples the daemon with
-   py-spy during the storm and lists the hot spots per thread. The storm runs once per
-   ``--storm-in`` directory (default /dev/shm, then the work dir): on ext4 the writer's
-   rate depends on how many inodes were deleted just before (ext4 skips recently freed
-   inodes), tmpfs gives the asked rate.
+   100-200 ms apart. Each must bring its line (0664: the finding; 0644: "resolved").
+2. Storms (issue 12 item 4): writer processes keep a window of well-formed queue files
+   (0600, a few hundred alive at a time, each lives ~0.1 s) in /var/spool/mqueue at
+   ``--storm-rate`` files/s (one line per rate) for ``--storm-seconds``; meanwhile root
+   sets the set-uid bit on /usr/sbin/sendmail, waits for the alert, clears it, waits for
+   "resolved", again and again. Reported: set-uid alert and resolved latencies
+   (p50/p90/p99/max, lost), daemon VmRSS before / max / 5 s after, CPU, high or critical
+   messages about queue files (must be 0: they are well-formed), MI-WATCH-OVERFLOW count.
+3. Hostile user (issue 11 item 5): a real unprivileged user (useradd, removed after)
+   grows his ``~/.forward`` to 20 GB (sparse) and back, over and over, while root does the
+   same set-uid cycles. Once with the default hash cap for user files, once with the cap
+   off (the content lane then hashes 20 GB again and again: the attribute lane must not
+   care).
+4. Overflow (``--overflows`` rounds): the daemon is stopped (SIGSTOP), more attribute
+   events than the kernel queue holds are made in /etc/mail, the set-uid bit is set,
+   the daemon resumed: time from SIGCONT to the alert (the re-check after IN_Q_OVERFLOW).
 
-Usage (from the repository root; about 2.5 minutes on 2 CPUs):
-    python bench/bench_watch.py [--changes 200] [--storm-seconds 30] [--storm-rate 10000]
-        [--debounce 0.01] [--storm-in DIR] [--transport tcp] [--py-spy] [--keep]
-        [--out bench/RESULTS-watch.md]
-Profile only: python bench/bench_watch.py --changes 0 --storm-in /dev/shm --py-spy --out /tmp/p.md
-Needs the Debian packages rsyslog and rsyslog-gnutls; ``--py-spy`` needs `pip install py-spy`.
+Usage (from the repository root, as root; about 4 minutes on 2 CPUs):
+    python bench/bench_watch.py [--changes 200] [--storm-seconds 20]
+        [--storm-rate 10000 --storm-rate 40000] [--forward-seconds 20] [--transport tcp]
+        [--work DIR] [--keep] [--out bench/RESULTS-watch.md]
+Needs the Debian packages rsyslog and rsyslog-gnutls, and root (useradd, runuser).
 """
 
 from __future__ import annotations
 
 import argparse
-import collections
+import contextlib
 import json
 import os
 import platform
@@ -41,6 +41,7 @@ import random
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -66,9 +67,17 @@ ALIASES = "/etc/mail/aliases"
 BINARY = "/usr/sbin/sendmail"
 QUEUE = "var/spool/mqueue"
 POLL = 0.001  # how often we look at rsyslog's output file: the resolution of every figure
-TIMEOUT = 10.0  # a change not seen within this is counted as lost
+TIMEOUT = 10.0  # a change not seen within this is counted as lost (and looked for later)
 SD = "mi@32473"
 TOGGLE = ((0o664, "finding"), (0o644, "resolved"))  # aliases: loosen, then put back
+USER = "mi_watch_bench"
+FORWARD_RULE = """
+[[file]]
+path = "/home/*/.forward"
+role = "aliases"
+analyzer = "forward"
+optional = true
+"""
 
 # --- pure helpers ------------------------------------------------------------------------
 
@@ -114,25 +123,6 @@ def matches(msg: dict[str, Any], path: str, action: str, after: str) -> bool:
         return bool(json.loads(msg["msg"])["event"]["action"] == action)
     except (ValueError, KeyError, TypeError):
         return False
-
-
-def by_thread(raw: str, n: int = 4) -> tuple[list[tuple[str, int, list[tuple[str, int]]]], int]:
-    """py-spy ``-f raw --threads`` (collapsed stacks) -> per thread: samples, top self frames.
-
-    Which thread is busy matters more than the flat top list: the daemon's threads share
-    one GIL, so watchdog's threads and the verify worker compete for the same core.
-    """
-    count: collections.Counter[str] = collections.Counter()
-    own: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
-    for line in raw.splitlines():
-        stack, _, num = line.rpartition(" ")
-        if not stack or not num.isdigit():
-            continue
-        frames = stack.split(";")
-        count[frames[0]] += int(num)
-        own[frames[0]][frames[-1]] += int(num)
-    rows = [(t, c, own[t].most_common(n)) for t, c in count.most_common()]
-    return rows, sum(count.values())
 
 
 # --- rsyslog output ------------------------------------------------------------------------
@@ -204,9 +194,16 @@ class Host:
     profiles: Path
 
     @classmethod
-    def make(cls, base: Path) -> Host:
+    def make(
+        cls, base: Path, extra_rules: str = "", setup: Callable[[Path], None] | None = None
+    ) -> Host:
         base.mkdir(parents=True)
         root, profiles = build_sandbox(base)
+        if extra_rules:
+            demo = profiles / "demo.toml"
+            demo.write_text(demo.read_text() + extra_rules)
+        if setup is not None:
+            setup(root)
         opts = api.Options(
             root=str(root),
             db=str(base / "baseline.db"),
@@ -227,10 +224,10 @@ class Host:
 class Daemon:
     """One `mail-integrity watch` child, started like tests/test_daemon.py does."""
 
-    def __init__(self, host: Host, url: str, debounce: float | None) -> None:
+    def __init__(self, host: Host, url: str, debounce: float | None, extra: str = "") -> None:
         self.host = host
         config = host.base / "config.toml"
-        watch = "" if debounce is None else f"debounce = {debounce}\n"
+        watch = ("" if debounce is None else f"debounce = {debounce}\n") + extra
         config.write_text(
             f"[watch]\n{watch}full_verify_interval = 3600.0\nrealert_interval = 3600.0\n"
             f'[syslog]\noutbox = "{host.base}/outbox.db"\nheartbeat = 3600.0\n'
@@ -326,13 +323,45 @@ def run_latency(host: Host, tail: Tail, changes: int, label: str, rng: random.Ra
     return result
 
 
-# --- 2. storm ------------------------------------------------------------------------------
+# --- 2. set-uid cycles, storms, the hostile user ---------------------------------------------
 
 
-def writer_main(directory: str, rate: float, seconds: float) -> None:
-    """The storm's writer (a separate process): paced create+write+close+unlink."""
+@dataclass(slots=True)
+class Cycles:
+    """Set-uid on, alert; off, resolved: latencies in seconds (None: not seen in time)."""
+
+    sets: list[float | None] = field(default_factory=list)
+    clears: list[float | None] = field(default_factory=list)
+    daemon: list[float | None] = field(default_factory=list)  # set-uid: chmod -> queued
+
+    def seen(self, which: list[float | None]) -> list[float]:
+        return [x for x in which if x is not None]
+
+
+def setuid_cycles(host: Host, tail: Tail, until: float, rng: random.Random) -> Cycles:
+    """Until ``until`` (monotonic): set the bit, wait for the alert, clear, wait for resolved."""
+    out = Cycles()
+    while time.monotonic() < until:
+        for mode, action, which in ((0o4755, "finding", out.sets), (0o755, "resolved", out.clears)):
+            tail.poll()
+            since = len(tail.seen)
+            mono, wall = host.chmod(BINARY, mode)
+            try:
+                got = tail.wait(lambda m, a=action: matches(m, BINARY, a, "4755"), since, TIMEOUT)
+                which.append(got.at - mono)
+                if action == "finding":
+                    out.daemon.append(syslog_epoch(got.msg["timestamp"]) - wall)
+            except TimeoutError:
+                which.append(None)
+            time.sleep(rng.uniform(0.15, 0.3))
+    return out
+
+
+def writer_main(directory: str, rate: float, seconds: float, prefix: str) -> None:
+    """One storm writer (its own process): keeps a window of well-formed queue files."""
     data = b"V8\nT1700000000\nK0\nN0\nP30000\nMDeferred\nSfoo@example.org\n"
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+    window = max(1, int(rate / 10))  # each file lives about 0.1 s, as a queue file may
     done = 0
     start = time.monotonic()
     end = start + seconds
@@ -342,19 +371,22 @@ def writer_main(directory: str, rate: float, seconds: float) -> None:
             time.sleep(0.0005)
             continue
         for n in range(done, due):
-            path = f"{directory}/{'qf' if n % 2 else 'df'}4{n:08X}"
-            fd = os.open(path, flags, 0o600)
+            fd = os.open(f"{directory}/{prefix}{n:08X}", flags, 0o600)
             os.write(fd, data)
             os.close(fd)
-            os.unlink(path)
+            if n >= window:
+                os.unlink(f"{directory}/{prefix}{n - window:08X}")
         done = due
     elapsed = time.monotonic() - start
+    for n in range(max(0, done - window), done):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(f"{directory}/{prefix}{n:08X}")
     print(json.dumps({"ops": done, "seconds": elapsed, "rate": done / elapsed}))
 
 
 @dataclass(slots=True)
 class Sample:
-    t: float  # seconds since the storm began
+    t: float  # seconds since the run began
     rss_kib: int
     cpu_s: float  # user + system CPU of the daemon so far
 
@@ -372,158 +404,211 @@ def proc_sample(pid: int, t0: float) -> Sample | None:
     return Sample(time.monotonic() - t0, rss, cpu)
 
 
-class Sampler(threading.Thread):
-    """Samples the daemon once a second until stopped."""
-
-    def __init__(self, pid: int, t0: float) -> None:
-        super().__init__(name="rss-sampler", daemon=True)
-        self.pid, self.t0 = pid, t0
-        self.samples: list[Sample] = []
-        self.done = threading.Event()
-
-    def run(self) -> None:
-        while not self.done.is_set():
-            s = proc_sample(self.pid, self.t0)
-            if s is not None:
-                self.samples.append(s)
-            self.done.wait(1.0)
-
-
 @dataclass(slots=True)
-class StormResult:
-    seconds: float
-    rate: float
+class Run:
+    """One storm or one hostile-user run."""
+
+    label: str
+    cycles: Cycles = field(default_factory=Cycles)
     writer: dict[str, float] = field(default_factory=dict)
-    suid: Probe | None = None
-    probes: list[Probe] = field(default_factory=list)
-    after: list[Probe] = field(default_factory=list)
-    samples: list[Sample] = field(default_factory=list)
-    where: str = ""
-    rss_before_kib: int = 0
+    rss_before: int = 0
+    rss_max: int = 0
+    rss_after: int = 0
+    cpu: float = 0.0
+    seconds: float = 0.0
+    false_high: int = 0
+    overflows: int = 0
+    oversized: int = 0
     messages: int = 0
-    profile: str = ""
+    load: str = ""
 
 
-@dataclass(slots=True)
-class Probe:
-    """One timed chmod during or after the storm."""
-
-    t: float  # seconds since the storm began
-    path: str
-    action: str
-    after: str
-    since: int  # index in Tail.seen at the chmod
-    mono: float
-    latency: float | None = None
-    late: bool = False  # not seen within TIMEOUT, but arrived before the run ended
-
-    def show(self) -> str:
-        if self.latency is None:
-            return "never reported"
-        return f">{TIMEOUT:.0f} s ({self.latency:.1f} s)" if self.late else fmt_ms(self.latency)
+def sample_max(pid: int, stop: threading.Event, box: list[int]) -> None:
+    while not stop.is_set():
+        s = proc_sample(pid, 0.0)
+        if s is not None:
+            box[0] = max(box[0], s.rss_kib)
+        stop.wait(0.5)
 
 
-def timed_change(
-    host: Host, tail: Tail, path: str, mode: int, action: str, after: str, t0: float
-) -> Probe:
-    """chmod, then wait up to TIMEOUT for the matching line in rsyslog's file."""
+def count_messages(run: Run, tail: Tail, since: int) -> None:
     tail.poll()
-    mono, _ = host.chmod(path, mode)
-    probe = Probe(mono - t0, path, action, after, len(tail.seen), mono)
-    try:
-        got = tail.wait(lambda m: matches(m, path, action, after), probe.since, TIMEOUT)
-        probe.latency = got.at - mono
-    except TimeoutError:
-        pass
-    return probe
+    msgs = [x.msg for x in tail.seen[since:]]
+    run.messages = len(msgs)
+    for m in msgs:
+        sd = m["sd"].get(SD, {})
+        path = sd.get("path", "")
+        if m["msgid"] == "MI-WATCH-OVERFLOW":
+            run.overflows += 1
+        if m["msgid"] == "MI-FILE-OVERSIZED":
+            run.oversized += 1
+        if path.startswith(f"/{QUEUE}/") and sd.get("severity") in ("high", "critical"):
+            run.false_high += 1
 
 
-def resolve_late(tail: Tail, probes: list[Probe]) -> None:
-    """For probes that timed out: did their line come later after all?"""
-    tail.poll()
-    for p in probes:
-        if p.latency is not None:
-            continue
-        hit = next(
-            (x for x in tail.seen[p.since :] if matches(x.msg, p.path, p.action, p.after)), None
-        )
-        if hit is not None:
-            p.latency, p.late = hit.at - p.mono, True
-
-
-def start_writer(host: Host, rate: float, seconds: float) -> subprocess.Popen[bytes]:
-    argv = [sys.executable, __file__, "--writer", str(host.root / QUEUE)]
-    argv += ["--storm-rate", str(rate), "--storm-seconds", str(seconds)]
-    return subprocess.Popen(argv, stdout=subprocess.PIPE)
-
-
-def storm_events(host: Host, tail: Tail, seconds: float, res: StormResult, t0: float) -> None:
-    """During the storm: aliases probes every 3 s and the SUID bit at half time.
-
-    Each probe waits for its line (up to TIMEOUT) before the next change, so a slow
-    daemon gets fewer probes; the revert of a lost 0664 is still timed as a probe.
-    """
-    due, i = 3.0, 0
-    while (t := time.monotonic() - t0) < seconds:
-        if res.suid is None and t >= seconds / 2:
-            res.suid = timed_change(host, tail, BINARY, 0o4755, "finding", "4755", t0)
-        elif t >= due:
-            mode, action = TOGGLE[i % 2]
-            res.probes.append(timed_change(host, tail, ALIASES, mode, action, "0664", t0))
-            due, i = due + 3.0, i + 1
-        else:
-            time.sleep(0.05)
-    if i % 2:  # put aliases back to 0644 for the after-storm check
-        res.probes.append(timed_change(host, tail, ALIASES, 0o644, "resolved", "0664", t0))
-
-
-def run_storm(host: Host, tail: Tail, daemon: Daemon, args: argparse.Namespace) -> StormResult:
-    res = StormResult(args.storm_seconds, args.storm_rate)
+def measured(label: str, host: Host, tail: Tail, daemon: Daemon, seconds: float,
+             load: Callable[[], list[subprocess.Popen[bytes]]]) -> Run:  # fmt: skip
+    """Start the load processes, run set-uid cycles for ``seconds``, stop, measure RSS."""
+    run = Run(label, load=uptime())
     first = proc_sample(daemon.pid, 0.0)
-    res.rss_before_kib = first.rss_kib if first else 0
+    run.rss_before = first.rss_kib if first else 0
     tail.poll()
-    before = len(tail.seen)
-    t0 = time.monotonic()
-    sampler = Sampler(daemon.pid, t0)
+    since = len(tail.seen)
+    stop, box = threading.Event(), [run.rss_before]
+    sampler = threading.Thread(target=sample_max, args=(daemon.pid, stop, box), daemon=True)
     sampler.start()
-    writer = start_writer(host, args.storm_rate, args.storm_seconds)
-    spy = start_py_spy(daemon.pid, args) if args.py_spy else None
-    storm_events(host, tail, args.storm_seconds, res, t0)
-    out, _ = writer.communicate(timeout=args.storm_seconds + 60)
-    res.writer = json.loads(out)
-    res.after = after_storm(host, tail, t0)
-    resolve_late(tail, [*res.probes, *res.after, *([res.suid] if res.suid else [])])
-    sampler.done.set()
+    t0 = time.monotonic()
+    procs = load()
+    time.sleep(1.0)
+    run.cycles = setuid_cycles(host, tail, t0 + seconds, random.Random(11))
+    for proc in procs:
+        try:
+            out, _ = proc.communicate(timeout=seconds + 60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+        if out:
+            w = json.loads(out)
+            for k in ("ops", "rate"):
+                run.writer[k] = run.writer.get(k, 0.0) + w[k]
+            run.writer["seconds"] = max(run.writer.get("seconds", 0.0), w["seconds"])
+    run.seconds = time.monotonic() - t0
+    time.sleep(5.0)  # let the lanes drain, then see whether memory came back
+    stop.set()
     sampler.join()
-    res.samples = sampler.samples
-    res.messages = len(tail.seen) - before
-    if spy is not None:
-        res.profile = finish_py_spy(spy)
-    return res
+    last = proc_sample(daemon.pid, 0.0)
+    run.rss_max, run.rss_after = box[0], last.rss_kib if last else 0
+    run.cpu = (last.cpu_s - first.cpu_s) if last and first else 0.0
+    count_messages(run, tail, since)
+    return run
 
 
-def after_storm(host: Host, tail: Tail, t0: float) -> list[Probe]:
-    """Right after the storm: a chmod of aliases and its revert, each timed."""
-    first = timed_change(host, tail, ALIASES, 0o664, "finding", "0664", t0)
-    second = timed_change(host, tail, ALIASES, 0o644, "resolved", "0664", t0)
-    return [first, second]
+def storm(args: argparse.Namespace, rsyslog: Rsyslog, rate: float) -> Run:
+    base = Path(tempfile.mkdtemp(prefix="mi-storm-", dir=args.storm_in))
+    host = Host.make(base / "host")
+    daemon = Daemon(host, daemon_url(rsyslog, args, host), None)
+    tail = Tail.at_end(rsyslog.out)
+    daemon.start()
+    writers = max(1, round(rate / 5_000))  # one writer process manages about 7k/s here
+
+    def load() -> list[subprocess.Popen[bytes]]:
+        procs = []
+        for i in range(writers):
+            argv = [sys.executable, __file__, "--writer", str(host.root / QUEUE),
+                    "--storm-rate", str(rate / writers), "--storm-seconds",
+                    str(args.storm_seconds), "--prefix", f"qf{i}"]  # fmt: skip
+            procs.append(subprocess.Popen(argv, stdout=subprocess.PIPE))
+        return procs
+
+    try:
+        run = measured(f"storm {rate:.0f} files/s", host, tail, daemon, args.storm_seconds, load)
+    finally:
+        daemon.stop()
+        shutil.rmtree(base, ignore_errors=True)
+    print(f"{run.label}: {summary(run.cycles.seen(run.cycles.sets))}", flush=True)
+    return run
 
 
-def start_py_spy(pid: int, args: argparse.Namespace) -> tuple[subprocess.Popen[bytes], Path]:
-    out = Path(args.work) / f"py-spy-{pid}.txt"
-    duration = max(1, int(args.storm_seconds) - 2)
-    argv = ["py-spy", "record", "-p", str(pid), "-d", str(duration), "-f", "raw", "-o", str(out)]
-    argv += ["--threads", "--nonblocking"]
-    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), out
+def make_user() -> int:
+    subprocess.run(["userdel", USER], capture_output=True, check=False)
+    subprocess.run(["useradd", "-M", "-d", "/nonexistent", "-s", "/usr/sbin/nologin", USER],
+                   check=True, capture_output=True)  # fmt: skip
+    return int(subprocess.run(["id", "-u", USER], capture_output=True, text=True,
+                              check=True).stdout)  # fmt: skip
 
 
-def finish_py_spy(spy: tuple[subprocess.Popen[bytes], Path]) -> str:
-    proc, out = spy
-    proc.wait(60)
-    return out.read_text() if out.exists() else ""
+GROWER = """
+end=$(( $(date +%s) + $2 )); n=0
+while [ "$(date +%s)" -lt "$end" ]; do
+  truncate -s 20G "$1"; sleep 0.3
+  truncate -s 0 "$1"; echo me@example.org >> "$1"; sleep 0.1
+  n=$((n + 1))
+done
+echo "{\\"ops\\": $n, \\"rate\\": $((n / $2)), \\"seconds\\": $2}"
+"""
+
+
+def hostile_user(args: argparse.Namespace, rsyslog: Rsyslog, cap: bool) -> Run:
+    """A real user grows his .forward to 20 GB and back while root flips set-uid."""
+    uid = make_user()
+    base = Path(tempfile.mkdtemp(prefix="mi-forward-", dir=args.work))
+    os.chmod(base, 0o755)
+    forward = base / "host/root/home" / USER / ".forward"
+
+    def setup(root: Path) -> None:
+        forward.parent.mkdir(parents=True)
+        forward.write_text("me@example.org\n")
+        for p in (forward.parent, forward):
+            os.chown(p, uid, uid)
+        for d in (base / "host", root, root / "home"):
+            os.chmod(d, 0o755)
+
+    try:
+        host = Host.make(base / "host", FORWARD_RULE, setup)
+        extra = "" if cap else "user_max_hash = 1e18\n"
+        daemon = Daemon(host, daemon_url(rsyslog, args, host), None, extra)
+        tail = Tail.at_end(rsyslog.out)
+        daemon.start()
+
+        def load() -> list[subprocess.Popen[bytes]]:
+            argv = ["runuser", "-u", USER, "--", "sh", "-c", GROWER, "grow", str(forward),
+                    str(int(args.forward_seconds))]  # fmt: skip
+            return [subprocess.Popen(argv, stdout=subprocess.PIPE)]
+
+        label = "user .forward 20 GB, " + ("default cap" if cap else "cap off (hashed in full)")
+        try:
+            run = measured(label, host, tail, daemon, args.forward_seconds, load)
+        finally:
+            daemon.stop()
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+        subprocess.run(["userdel", USER], capture_output=True, check=False)
+    print(f"{run.label}: {summary(run.cycles.seen(run.cycles.sets))}", flush=True)
+    return run
+
+
+def overflow_runs(args: argparse.Namespace, rsyslog: Rsyslog) -> tuple[list[float | None], int]:
+    """Kernel queue overflow on the binaries/configs descriptor, then set-uid: latency from
+    the daemon's resumption to the alert (attributes are re-checked first)."""
+    host = Host.make(Path(args.work) / "overflow")
+    daemon = Daemon(host, daemon_url(rsyslog, args, host), None)
+    tail = Tail.at_end(rsyslog.out)
+    daemon.start()
+    mail = host.root / "etc/mail"
+    n = int(Path("/proc/sys/fs/inotify/max_queued_events").read_text()) + 2000
+    out: list[float | None] = []
+    try:
+        for _ in range(args.overflows):
+            os.kill(daemon.pid, signal.SIGSTOP)
+            for _ in range(n // 2 + 1):  # distinct consecutive events: no merging
+                os.chmod(mail / "sendmail.cf", 0o444)
+                os.chmod(mail / "aliases", 0o644)
+            host.chmod(BINARY, 0o4755)
+            tail.poll()
+            since = len(tail.seen)
+            resumed = time.monotonic()
+            os.kill(daemon.pid, signal.SIGCONT)
+            try:
+                got = tail.wait(lambda m: matches(m, BINARY, "finding", "4755"), since, TIMEOUT)
+                out.append(got.at - resumed)
+            except TimeoutError:
+                out.append(None)
+            host.chmod(BINARY, 0o755)
+            tail.wait(lambda m: matches(m, BINARY, "resolved", "4755"), since, TIMEOUT)
+            time.sleep(1.0)
+        tail.poll()
+        reports = sum(1 for x in tail.seen if x.msg["msgid"] == "MI-WATCH-OVERFLOW")
+    finally:
+        daemon.stop()
+    print(f"overflow: {out}", flush=True)
+    return out, reports
 
 
 # --- report --------------------------------------------------------------------------------
+
+
+def uptime() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
 
 
 def machine() -> dict[str, str]:
@@ -541,14 +626,18 @@ def machine() -> dict[str, str]:
     ).stdout.splitlines()
     from importlib.metadata import version
 
+    commit = subprocess.run(["git", "-C", str(REPO), "log", "-1", "--format=%h %s"],
+                            capture_output=True, text=True, check=False).stdout.strip()  # fmt: skip
     return {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        "commit": commit,
         "cpu": f"{os.cpu_count()} x {cpu}",
         "kernel": platform.release(),
         "python": platform.python_version(),
         "rsyslogd": rsyslog[0].split(" compiled")[0].strip() if rsyslog else "?",
         "watchdog": version("watchdog"),
         "max_queued_events": Path("/proc/sys/fs/inotify/max_queued_events").read_text().strip(),
+        "load at start": uptime(),
     }
 
 
@@ -556,86 +645,79 @@ def fmt_ms(value: float | None) -> str:
     return "lost" if value is None else f"{value * 1000:.0f} ms"
 
 
+def stats_cells(values: list[float | None]) -> str:
+    seen = [v for v in values if v is not None]
+    if not seen:
+        return f"| {len(values)} | {len(values)} | - | - | - | - | - |"
+    s = summary(seen)
+    spread = statistics.pstdev(seen) * 1000 if len(seen) > 1 else 0.0
+    return (
+        f"| {len(seen)} | {len(values) - len(seen)} | {s['p50']:.1f} ms | {s['p90']:.1f} ms "
+        f"| **{s['p99']:.1f} ms** | {s['max']:.1f} ms | {min(seen) * 1000:.1f} ms / "
+        f"{spread:.1f} ms |"
+    )
+
+
+HEAD = (
+    "| what | seen | lost | p50 | p90 | p99 | max | min / stdev |\n"
+    "|---|---|---|---|---|---|---|---|"
+)
+
+
 def latency_lines(runs: list[LatencyRun]) -> Iterator[str]:
-    yield "| debounce | changes seen | lost | p50 | p90 | p99 | max | daemon-side p50 / p99 |"
-    yield "|---|---|---|---|---|---|---|---|"
+    yield HEAD
     for r in runs:
-        t, d = summary(r.total), summary(r.daemon)
-        yield (
-            f"| {r.label} | {len(r.total)} | {r.lost} | {t['p50']:.1f} ms | {t['p90']:.1f} ms "
-            f"| {t['p99']:.1f} ms | {t['max']:.1f} ms | {d['p50']:.1f} / {d['p99']:.1f} ms |"
-        )
+        yield f"| aliases chmod, debounce {r.label} " + stats_cells(list(r.total))
+        yield "| (daemon side: chmod -> message queued) " + stats_cells(list(r.daemon))
 
 
-def storm_lines(s: StormResult) -> Iterator[str]:
-    w = s.writer
-    yield (
-        f"- writer: asked {s.rate:.0f}/s for {s.seconds:.0f} s; achieved **{w['rate']:.0f}/s** "
-        f"({w['ops']:.0f} create+unlink in {w['seconds']:.1f} s)"
-    )
-    suid = s.suid.show() if s.suid else "not done"
-    yield f"- SUID bit on {BINARY} at t={s.seconds / 2:.0f} s: **{suid}**"
-    yield "- aliases probes during the storm (t: latency): " + ", ".join(
-        f"{p.t:.1f} s: {p.show()}" for p in s.probes
-    )
-    yield f"- after the storm, chmod 0664 then 0644: {', '.join(p.show() for p in s.after)}"
-    if s.samples:
-        rss = [x.rss_kib / 1024 for x in s.samples]
-        cpu = s.samples[-1].cpu_s - s.samples[0].cpu_s
-        span = max(1e-9, s.samples[-1].t - s.samples[0].t)
-        yield (
-            f"- daemon VmRSS: {s.rss_before_kib / 1024:.1f} MiB before, max **{max(rss):.1f} "
-            f"MiB**, last {rss[-1]:.1f} MiB; CPU {cpu:.1f} s over {span:.0f} s "
-            f"({100 * cpu / span:.0f}% of one core)"
-        )
-        yield "- VmRSS per second (MiB): " + " ".join(f"{x:.0f}" for x in rss)
-    yield f"- messages rsyslog received during the storm: {s.messages}"
-
-
-def profile_lines(raw: str) -> Iterator[str]:
-    rows, total = by_thread(raw)
-    if not total:
-        return
-    yield f"py-spy record --threads --nonblocking, {total} samples (idle waits can be included):"
+def run_lines(runs: list[Run]) -> Iterator[str]:
+    yield HEAD
+    for r in runs:
+        yield f"| {r.label}: set-uid alert " + stats_cells(r.cycles.sets)
+        yield f"| {r.label}: set-uid cleared (resolved) " + stats_cells(r.cycles.clears)
+        yield "| (set-uid alert, daemon side: chmod -> queued) " + stats_cells(r.cycles.daemon)
     yield ""
-    yield "| thread | share | top frames by own samples (% of all) |"
-    yield "|---|---|---|"
-    for thread, n, frames in rows:
-        top = "<br>".join(f"{100 * c / total:.1f} `{f}`" for f, c in frames)
-        yield f"| {thread} | {100 * n / total:.0f}% | {top} |"
+    yield (
+        "| run | load (uptime at start) | writer achieved | daemon VmRSS before / max / 5 s "
+        "after | CPU | high+ on queue files | MI-WATCH-OVERFLOW | MI-FILE-OVERSIZED | "
+        "messages |"
+    )
+    yield "|---|---|---|---|---|---|---|---|---|"
+    for r in runs:
+        w = r.writer
+        writer = f"{w.get('rate', 0):.0f}/s ({w.get('ops', 0):.0f} in {w.get('seconds', 0):.1f} s)"
+        delta = (r.rss_after - r.rss_before) / 1024
+        yield (
+            f"| {r.label} | {r.load.split('load average:')[-1].strip()} | {writer} | "
+            f"{r.rss_before / 1024:.1f} / {r.rss_max / 1024:.1f} / {r.rss_after / 1024:.1f} MiB "
+            f"({delta:+.1f}) | {r.cpu:.1f} s in {r.seconds:.0f} s | {r.false_high} | "
+            f"{r.overflows} | {r.oversized} | {r.messages} |"
+        )
 
 
 def render(
-    info: dict[str, str], argv: list[str], runs: list[LatencyRun], storms: list[StormResult]
+    info: dict[str, str],
+    argv: list[str],
+    lat: list[LatencyRun],
+    runs: list[Run],
+    ovf: tuple[list[float | None], int] | None = None,
 ) -> str:
     out = ["# `mail-integrity watch`: real-time benchmark", ""]
     out += [f"- {k}: {v}" for k, v in info.items()]
-    out += ["- command: `" + " ".join(argv) + "`"]
+    queued = Path("/proc/sys/fs/inotify/max_queued_events").read_text().strip()
+    out += ["- command: `" + " ".join(argv) + "`", "- load at end: " + uptime()]
+    out += [f"- max_queued_events at end: {queued} (a global sysctl other runs may lower)"]
+    if lat:
+        out += ["", "## Latency without load (chmod -> rsyslog line)", "", *latency_lines(lat)]
     if runs:
-        out += ["", "## Latency (chmod -> rsyslog line)", "", *latency_lines(runs)]
-    for storm in storms:
-        out += ["", f"## Storm, sandbox in {storm.where}", "", *storm_lines(storm)]
-        if storm.profile:
-            out += ["", "### py-spy profile of the daemon during this storm", ""]
-            out += list(profile_lines(storm.profile))
+        out += ["", "## Set-uid cycles under a queue storm and under a hostile user", ""]
+        out += list(run_lines(runs))
+    if ovf is not None and ovf[0]:
+        out += ["", "## Kernel queue overflow (binaries/configs descriptor), then set-uid", ""]
+        out += [HEAD, "| SIGCONT after the overflow -> set-uid alert " + stats_cells(ovf[0])]
+        out += ["", f"MI-WATCH-OVERFLOW messages received: {ovf[1]} (one per 10 s at most)"]
     return "\n".join(out) + "\n"
-
-
-def fs_type(path: str, mounts: str | None = None) -> str:
-    """Filesystem type of the longest mount point containing ``path`` (from /proc/mounts)."""
-    if mounts is None:
-        mounts = Path("/proc/mounts").read_text()
-    real = os.path.realpath(path)
-    best, kind = "", "?"
-    for line in mounts.splitlines():
-        parts = line.split()
-        if len(parts) < 3:
-            continue
-        point = parts[1]
-        inside = real == point or real.startswith(point.rstrip("/") + "/")
-        if inside and len(point) > len(best):
-            best, kind = point, parts[2]
-    return kind
 
 
 # --- main ----------------------------------------------------------------------------------
@@ -644,39 +726,44 @@ def fs_type(path: str, mounts: str | None = None) -> str:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--changes", type=int, default=200)
-    p.add_argument("--debounce", type=float, action="append", default=None,
-                   help="extra debounce values to measure (default: 0.01)")  # fmt: skip
-    p.add_argument("--storm-seconds", type=float, default=30.0)
-    p.add_argument("--storm-rate", type=float, default=10_000.0)
+    p.add_argument("--storm-seconds", type=float, default=20.0)
+    p.add_argument(
+        "--storm-rate",
+        type=float,
+        action="append",
+        default=None,
+        help="queue files per second; repeatable (default: 10000 and 40000)",
+    )
+    p.add_argument(
+        "--storm-in",
+        default="/dev/shm",
+        help="where the storm's sandbox lives (tmpfs: ext4 caps the writer)",
+    )
+    p.add_argument("--forward-seconds", type=float, default=20.0)
+    p.add_argument("--overflows", type=int, default=10, help="overflow-then-set-uid rounds")
     p.add_argument("--transport", choices=("tcp", "udp", "tls"), default="tcp")
-    p.add_argument("--storm-in", action="append", metavar="DIR",
-                   help="where to build the storm's sandbox; repeatable "
-                   "(default: /dev/shm, then the work dir)")  # fmt: skip
-    p.add_argument("--py-spy", action="store_true", help="profile the daemon during the storm")
     p.add_argument("--work", default=None, help="scratch directory (default: a new temp dir)")
     p.add_argument("--keep", action="store_true", help="keep the scratch directory")
     p.add_argument("--out", default=str(REPO / "bench" / "RESULTS-watch.md"))
     p.add_argument("--writer", metavar="DIR", help=argparse.SUPPRESS)
+    p.add_argument("--prefix", default="qf", help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
 def measure_latency(args: argparse.Namespace, rsyslog: Rsyslog) -> list[LatencyRun]:
-    runs: list[LatencyRun] = []
     if args.changes <= 0:
-        return runs
-    rng = random.Random(7)
-    for i, debounce in enumerate([None, *(args.debounce or [0.01])]):
-        label = f"default ({WatchConfig().debounce} s)" if debounce is None else f"{debounce} s"
-        host = Host.make(Path(args.work) / f"latency-{i}")
-        daemon = Daemon(host, daemon_url(rsyslog, args, host), debounce)
-        tail = Tail.at_end(rsyslog.out)
-        daemon.start()
-        try:
-            runs.append(run_latency(host, tail, args.changes, label, rng))
-        finally:
-            daemon.stop()
-        print(f"latency {label}: {summary(runs[-1].total)} lost={runs[-1].lost}", flush=True)
-    return runs
+        return []
+    label = f"{WatchConfig().debounce} s (default)"
+    host = Host.make(Path(args.work) / "latency")
+    daemon = Daemon(host, daemon_url(rsyslog, args, host), None)
+    tail = Tail.at_end(rsyslog.out)
+    daemon.start()
+    try:
+        run = run_latency(host, tail, args.changes, label, random.Random(7))
+    finally:
+        daemon.stop()
+    print(f"latency {label}: {summary(run.total)} lost={run.lost}", flush=True)
+    return [run]
 
 
 def daemon_url(rsyslog: Rsyslog, args: argparse.Namespace, host: Host) -> str:
@@ -691,45 +778,33 @@ def daemon_url(rsyslog: Rsyslog, args: argparse.Namespace, host: Host) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.writer:
-        writer_main(args.writer, args.storm_rate, args.storm_seconds)
+        writer_main(args.writer, args.storm_rate[0], args.storm_seconds, args.prefix)
         return 0
     if not rsyslog_harness.available():
         print("needs rsyslogd and rsyslog-gnutls (apt-get install rsyslog rsyslog-gnutls)")
         return 2
+    if os.geteuid() != 0:
+        print("needs root (useradd, runuser, chown)")
+        return 2
     args.work = args.work or tempfile.mkdtemp(prefix="mi-bench-watch-")
+    os.chmod(args.work, 0o755)
+    info = machine()
     try:
         with Rsyslog(Path(args.work) / "rsyslog") as server:
-            runs = measure_latency(args, server)
-            wheres = args.storm_in or ["/dev/shm", args.work]
-            storms = [measure_storm(args, server, w) for w in wheres if args.storm_seconds > 0]
-        text = render(machine(), ["python", "bench/bench_watch.py", *sys.argv[1:]], runs, storms)
+            lat = measure_latency(args, server)
+            runs = []
+            if args.storm_seconds > 0:
+                runs += [storm(args, server, r) for r in args.storm_rate or [10_000, 40_000]]
+            if args.forward_seconds > 0:
+                runs += [hostile_user(args, server, cap) for cap in (True, False)]
+            ovf = overflow_runs(args, server) if args.overflows > 0 else None
+        text = render(info, ["python", "bench/bench_watch.py", *sys.argv[1:]], lat, runs, ovf)
         Path(args.out).write_text(text)
         print(text)
     finally:
         if not args.keep:
             shutil.rmtree(args.work, ignore_errors=True)
     return 0
-
-
-def measure_storm(args: argparse.Namespace, rsyslog: Rsyslog, where: str) -> StormResult:
-    """One storm on a fresh sandbox under ``where`` (its filesystem is part of the result)."""
-    base = Path(tempfile.mkdtemp(prefix="mi-storm-", dir=where))
-    try:
-        host = Host.make(base / "host")
-        daemon = Daemon(host, daemon_url(rsyslog, args, host), None)
-        tail = Tail.at_end(rsyslog.out)
-        daemon.start()
-        try:
-            res = run_storm(host, tail, daemon, args)
-        finally:
-            daemon.stop()
-    finally:
-        if not args.keep:
-            shutil.rmtree(base, ignore_errors=True)
-    res.where = f"{where} ({fs_type(where)})"
-    suid = res.suid.show() if res.suid else "-"
-    print(f"storm {res.where}: writer {res.writer}, SUID {suid}", flush=True)
-    return res
 
 
 if __name__ == "__main__":

@@ -42,6 +42,10 @@ class WatchConfig:
     realert_interval: float = 900.0
     whodata: str = "auto"  # attribution from kernel audit: auto (may add rules), read, off
     whodata_wait: float = 0.05  # longest a finding waits for its audit record, in seconds
+    #: degraded (inotify watches refused): rescan and retry the watches this often
+    rescan_interval: float = 60.0
+    #: bytes hashed at most of a file a non-root user can grow (~/.forward); beyond: a finding
+    user_max_hash: float = 16.0 * 2**20
 
 
 @dataclass(frozen=True, slots=True)

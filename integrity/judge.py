@@ -235,6 +235,19 @@ def check_child(rec: FileRecord, parent: Rule) -> list[Finding]:
                 fix=f"setfacl -b {rec.path}",
             )
         )
+    if rec.caps:
+        out.append(
+            Finding(
+                rec.path,
+                "MI-QUEUE-FILE-CAPABILITY",
+                Severity.CRITICAL,
+                f"file capabilities {rec.caps} on an entry of a mail directory",
+                "caps",
+                None,
+                rec.caps,
+                fix=f"setcap -r {rec.path}",
+            )
+        )
     if expect.owner and (rec.owner or str(rec.uid)) not in expect.owner:
         out.append(
             Finding(

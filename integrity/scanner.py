@@ -34,6 +34,7 @@ DENIED = "permission denied"
 CHANGED = "changed while being read; rescan"
 SYMLINK_DIR = "is a symlink; not followed"
 ESCAPES = "a parent directory is a symlink leading out of the root; not read"
+OVERSIZE = "larger than the hash cap; not hashed"
 
 _V = TypeVar("_V")
 
@@ -206,6 +207,8 @@ def collect(
     lstat: Callable[[str], os.stat_result] = os.lstat,
     opener: Callable[..., int] = os.open,
     light: bool = False,
+    xattrs: bool = False,
+    user_max_hash: int | None = None,
 ) -> Collected | ScanWarning:
     """Describe ``path`` (absolute inside ``root``) as it is now.
 
@@ -214,7 +217,12 @@ def collect(
     ENAMETOOLONG, EACCES on a parent...), or a parent symlink leads out of ``root``.
     Otherwise a ``Collected``; see its docstring for the partial cases.
     ``read_content=False`` never opens the file (queue files, mailboxes): digest None.
-    ``light`` (with ``read_content=False``): no xattrs or flags, for permission-only checks.
+    ``light`` (with ``read_content=False``): no xattrs or flags, for permission-only checks;
+    ``xattrs`` with ``light`` still reads the xattrs (a capability or ACL on a queue entry).
+    ``user_max_hash``: for a file someone other than root can grow (not owned by root, or
+    writable by a non-root group or by others), read at most that many bytes; a larger
+    file (or one that grows past it while read) gets no digest and an ``OVERSIZE``
+    warning, so a user growing his ``.forward`` cannot keep the hasher busy.
     """
     full = host_path(root, path)
     if _escapes_root(root, full, names.parents):
@@ -224,10 +232,22 @@ def collect(
     except OSError as exc:
         return _os_warning(path, exc)
     if stat.S_ISREG(st.st_mode) and read_content:
-        return _collect_regular(path, full, st, names, opener, max_text if keep_text else -1)
+        max_hash = user_max_hash if user_max_hash is not None and user_growable(st) else None
+        if max_hash is not None and st.st_size > max_hash:
+            return Collected(_record(path, full, st, names), None, ScanWarning(path, OVERSIZE))
+        return _collect_regular(
+            path, full, st, names, opener, max_text if keep_text else -1, max_hash
+        )
+    bare = light and not read_content
     if stat.S_ISLNK(st.st_mode):
-        return _with_link(path, full, st, names, light)
-    return Collected(_record(path, full, st, names, light=light and not read_content))
+        return _with_link(path, full, st, names, light and not xattrs)
+    return Collected(_record(path, full, st, names, light=bare, xattrs_only=xattrs))
+
+
+def user_growable(st: os.stat_result) -> bool:
+    """Whether someone other than root can write (grow) this file: owner, group or others."""
+    group_writable = bool(st.st_mode & stat.S_IWGRP) and st.st_gid != 0
+    return st.st_uid != 0 or group_writable or bool(st.st_mode & stat.S_IWOTH)
 
 
 def _escapes_root(root: str, full: str, seen: dict[str, bool] | None = None) -> bool:
@@ -276,17 +296,22 @@ def _record(
     digest: str | None = None,
     link_target: str | None = None,
     light: bool = False,
+    xattrs_only: bool = False,
 ) -> FileRecord:
     """Metadata, built once (xattrs and statx work on the path or the given fd).
 
     ``light``: owner, group and mode only, no xattr or flag syscalls (queue entries and
-    mailboxes, checked by the thousand for their permissions).
+    mailboxes, checked by the thousand for their permissions); with ``xattrs_only`` the
+    xattrs are read all the same (one listxattr, usually empty), never the flags.
     """
-    if light:
-        xattrs: tuple[tuple[str, str], ...] = ()
+    xattrs: tuple[tuple[str, str], ...] = ()
+    if light and xattrs_only:
+        xattrs, caps, acl, selinux = read_xattrs(target)
+        flags: frozenset[str] = frozenset()
+    elif light:
         caps = selinux = None
         acl = _light_acl(target)  # an ACL can expose a queue file as surely as a mode
-        flags: frozenset[str] = frozenset()
+        flags = frozenset()
     else:
         xattrs, caps, acl, selinux = read_xattrs(target)
         flags = read_flags(target, st.st_mode)
@@ -361,6 +386,7 @@ def _collect_regular(
     names: IdNames,
     opener: Callable[..., int],
     max_text: int,
+    max_hash: int | None = None,
 ) -> Collected | ScanWarning:
     """Hash the file lstat described, or say why not (max_text < 0: keep no text).
 
@@ -382,8 +408,10 @@ def _collect_regular(
         if not _same_file(st, fst):
             return ScanWarning(path, CHANGED)
         keep = max_text >= 0 and fst.st_size <= max_text
-        digest, text, count = _hash_fd(fd, fst.st_size, max_text if keep else -1)
+        digest, text, count = _hash_fd(fd, fst.st_size, max_text if keep else -1, max_hash)
         after = os.fstat(fd)
+        if max_hash is not None and count > max_hash:  # grew past the cap while read
+            return Collected(_record(path, fd, after, names), None, ScanWarning(path, OVERSIZE))
         record = _record(path, fd, fst, names, digest=digest)
     except OSError as exc:
         return _os_warning(path, exc)
@@ -405,8 +433,12 @@ def _buffer() -> bytearray:
     return buf
 
 
-def _hash_fd(fd: int, size_hint: int, max_text: int) -> tuple[str, bytes | None, int]:
+def _hash_fd(
+    fd: int, size_hint: int, max_text: int, limit: int | None = None
+) -> tuple[str, bytes | None, int]:
     """Digest, the bytes (when max_text >= 0 and they fit) and the count read.
+
+    With ``limit``, reading stops once more than ``limit`` bytes were read.
 
     ``readinto`` a reused buffer, never ``update_mmap``: a file truncated under a mapping
     kills the process with SIGBUS.
@@ -422,6 +454,8 @@ def _hash_fd(fd: int, size_hint: int, max_text: int) -> tuple[str, bytes | None,
         total += n
         if kept is not None:
             kept = kept + view[:n] if total <= max_text else None
+        if limit is not None and total > limit:
+            break
     return "blake3:" + hasher.hexdigest(), None if kept is None else bytes(kept), total
 
 

@@ -11,8 +11,9 @@ from collections.abc import Iterable
 from integrity import scanner
 from integrity.api import Options, _enforce, _summary, diff_report, hostname, open_baseline
 from integrity.judge import Triage
+from integrity.lanes import keep_content, oversize_findings
 from integrity.model import Finding, Report, Role
-from integrity.snapshot import Progress, ancestors, make_plan, snapshot
+from integrity.snapshot import Progress, Snapshot, ancestors, make_plan, snapshot
 from integrity.store import Store
 from integrity.trust import package_triage
 
@@ -61,6 +62,9 @@ class Session:
         self.close()  # the worker reopens its own connection
         self.plan = make_plan(self.root, self.policy)
         self.auto_triage = package_triage(self.root, self.opts.packages)
+
+    def stale(self) -> bool:
+        return self._stale()
 
     def _stale(self) -> bool:
         """An admin accepted changes: ``reload`` checks and loads the new baseline once."""
@@ -124,13 +128,35 @@ class Session:
         """Verify all (paths None) or some paths; returns (report, new findings, resolved)."""
         if self._stale():
             self.reload()
+        report, snap = self.scan(paths, progress=progress)
+        new, resolved = self.track(report.findings, paths, snap, report)
+        return report, new, resolved
+
+    def scan(
+        self,
+        paths: Iterable[str] | None = None,
+        *,
+        progress: Progress | None = None,
+        user_max_hash: int | None = None,
+    ) -> tuple[Report, Snapshot]:
+        """The collect-and-judge half of ``check``: no database writes (the daemon's lanes
+        run it outside their database lock, so hashing never holds the lock); the caller
+        checks ``stale()`` first, under that lock. ``user_max_hash``: see scanner.collect."""
         if paths is None:
             self.plan = make_plan(self.root, self.policy)  # new files since the last plan
-            snap = snapshot(self.root, self.policy, progress=progress, plan=self.plan)
+            snap = snapshot(
+                self.root, self.policy, progress=progress, plan=self.plan,
+                user_max_hash=user_max_hash,
+            )  # fmt: skip
             scope = None
         else:
-            snap = snapshot(self.root, self.policy, only=paths, plan=self.plan)
+            paths = list(paths)
+            snap = snapshot(
+                self.root, self.policy, only=paths, plan=self.plan, user_max_hash=user_max_hash
+            )
             scope = sorted(set(snap.records) | {t for t in paths if t in self.baseline})
+        if user_max_hash is not None:
+            keep_content(snap.records, self.baseline, snap.warnings)
         report = diff_report(
             self.baseline,
             self.roles,
@@ -139,18 +165,34 @@ class Session:
             scope=scope,
             triage=self.triage or self.auto_triage,
         )
+        if user_max_hash is not None:
+            roles = {**snap.roles, **self.roles}
+            report.findings.extend(
+                oversize_findings(snap.warnings, user_max_hash, lambda p: str(roles.get(p, "")))
+            )
         if self.enforce:
             _enforce(self.root, report, self.baseline, snap.records)
+        return report, snap
+
+    def track(
+        self,
+        findings: list[Finding],
+        paths: Iterable[str] | None,
+        snap: Snapshot | None = None,
+        report: Report | None = None,
+    ) -> tuple[list[Finding], list[dict[str, object]]]:
+        """The database half of ``check``: findings of a full (paths None) or scoped check."""
         store = self.store
         if paths is None or self.run_id is None:
             # one run row per full verify; event-driven checks attach to it, so an event
             # storm cannot grow the run log
             self.run_id = store.begin_run("watch-full", self.root, self.policy.profiles, hostname())
-        track_scope = None if paths is None else sorted(set(paths) | set(snap.records))
-        new, resolved = store.track_findings(self.run_id, report.findings, scope=track_scope)
-        if paths is None:
+        records = set(snap.records) if snap is not None else set()
+        track_scope = None if paths is None else sorted(set(paths) | records)
+        new, resolved = store.track_findings(self.run_id, findings, scope=track_scope)
+        if paths is None and report is not None:
             store.finish_run(self.run_id, _summary(report), report.exit_code())
-        return report, new, resolved
+        return new, resolved
 
     def open_findings(self, min_rank: int) -> list[dict[str, object]]:
         return self.store.open_findings(min_rank)

@@ -126,12 +126,13 @@ def snapshot(
     only: Iterable[str] | None = None,
     progress: Progress | None = None,
     plan: Plan | None = None,
+    user_max_hash: int | None = None,
 ) -> Snapshot:
     """Collect every target (and check queue/spool entries) under root.
 
     With a prepared ``plan`` (the daemon) it is not made again; with ``only`` as well, just
     those paths are looked at: known targets, new entries of recursive directories, and
-    queue/spool entries.
+    queue/spool entries. ``user_max_hash``: see ``scanner.collect``.
     """
     children: list[tuple[str, Target]] = []
     if plan is None:
@@ -146,7 +147,7 @@ def snapshot(
     roles: dict[str, Role] = {}
     warnings = list(plan.warnings) if only is None else []
     for target in targets:
-        rec, warning = collect_target(root, target, names)
+        rec, warning = collect_target(root, target, names, user_max_hash=user_max_hash)
         if warning:
             warnings.append(warning)
         if rec is not None:
@@ -292,7 +293,7 @@ def _check_child_path(
 ) -> list[Finding]:
     if parent.rule is None or _ignored(path, parent.rule):
         return []
-    got = scanner.collect(root, path, names=names, read_content=False, light=True)
+    got = scanner.collect(root, path, names=names, read_content=False, light=True, xattrs=True)
     if isinstance(got, ScanWarning):
         if got.message != scanner.VANISHED:
             warnings.append(got)
@@ -301,9 +302,12 @@ def _check_child_path(
 
 
 def collect_target(
-    root: str, target: Target, names: scanner.IdNames
+    root: str, target: Target, names: scanner.IdNames, *, user_max_hash: int | None = None
 ) -> tuple[FileRecord | None, ScanWarning | None]:
-    """One path -> its record (with analyzer facts when the profile names an analyzer)."""
+    """One path -> its record (with analyzer facts when the profile names an analyzer).
+
+    ``user_max_hash`` (the daemon): see ``scanner.collect``.
+    """
     rule, role = target.rule, target.role
     analyzer = analyzers.get(rule.analyzer) if rule and rule.analyzer else None
     wants_text = analyzer is not None and role != Role.SECRET
@@ -314,6 +318,7 @@ def collect_target(
         read_content=role not in NO_CONTENT,
         keep_text=wants_text,
         max_text=MAX_TEXT,
+        user_max_hash=user_max_hash,
     )
     if isinstance(got, ScanWarning):
         return None, got
@@ -345,7 +350,7 @@ def _check_children(
             continue
         if _ignored(item, target.rule):
             continue
-        got = scanner.collect(root, item, names=names, read_content=False, light=True)
+        got = scanner.collect(root, item, names=names, read_content=False, light=True, xattrs=True)
         if isinstance(got, ScanWarning):
             if got.message != scanner.VANISHED:  # queue files come and go: normal
                 warnings.append(got)
