@@ -545,7 +545,7 @@ def hostile_user(args: argparse.Namespace, rsyslog: Rsyslog, cap: bool) -> Run:
 
     try:
         host = Host.make(base / "host", FORWARD_RULE, setup)
-        extra = "" if cap else "user_max_hash = 1e18\n"
+        extra = "" if cap else "user_max_hash = 1e15\n"
         daemon = Daemon(host, daemon_url(rsyslog, args, host), None, extra)
         tail = Tail.at_end(rsyslog.out)
         daemon.start()

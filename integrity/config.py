@@ -69,6 +69,8 @@ RANGES: dict[tuple[str, str], tuple[float, float]] = {
     ("watch", "debounce"): (0.0, 60.0),
     ("watch", "full_verify_interval"): (1.0, 7 * 86400.0),
     ("watch", "realert_interval"): (1.0, 7 * 86400.0),
+    ("watch", "rescan_interval"): (0.1, 86400.0),
+    ("watch", "user_max_hash"): (4096.0, 1e15),  # 1e15 bytes: in effect no cap
     ("syslog", "heartbeat"): (1.0, 86400.0),
     ("syslog", "reconnect_max"): (0.1, 86400.0),
 }
