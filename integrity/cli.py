@@ -145,7 +145,7 @@ def announce(cfg: Config, opts: api.Options, command: str) -> None:
             generation=store.generation,
             digest=store.get_meta("rows_digest") or "",
             signer=store.get_meta("signer") or "",
-            host=api.hostname(),
+            host=cfg.syslog.hostname or api.hostname(),
         )
     finally:
         store.close()

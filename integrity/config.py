@@ -33,6 +33,14 @@ class SyslogConfig:
     facility: str = "authpriv"
     heartbeat: float = 60.0
     reconnect_max: float = 60.0
+    #: RFC 5424 HOSTNAME and ECS host.name; the FQDN is best (default: the kernel's name)
+    hostname: str | None = None
+    #: TCP/TLS framing: "octet-counting" (RFC 5425, default) or "newline" (Logstash, Fluent Bit)
+    framing: str = "octet-counting"
+    #: largest UDP datagram; longer messages are shrunk, their JSON stays whole (RFC 5426)
+    udp_max_size: int = 2048
+    #: the number in our SD-ID mi@<number>; docs/siem.md explains the 32473 default
+    enterprise_number: str = "32473"
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +114,8 @@ def _section(path: str, name: str, data: object, cls: type) -> Any:
         want = {"str": (str,), "float": (int, float), "bool": (bool,), "int": (int,)}.get(
             expected, (object,)
         )
+        if key == "enterprise_number" and isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)  # written either way: 32473 or "32473.1"
         if not isinstance(value, want) or (
             isinstance(value, bool) and expected in ("float", "int")
         ):
@@ -115,6 +125,24 @@ def _section(path: str, name: str, data: object, cls: type) -> Any:
             value = number if expected == "float" else int(number)
         values[key] = value
     return cls(**values)
+
+
+def _check_syslog(path: str, s: SyslogConfig) -> None:
+    """The [syslog] wire settings (issue 9): one line naming the file, key and value."""
+    if s.framing not in ("octet-counting", "newline"):
+        raise ConfigError(
+            f"{path}: [syslog] framing must be octet-counting or newline, not {s.framing!r}"
+        )
+    if not 480 <= s.udp_max_size <= 65507:
+        raise ConfigError(
+            f"{path}: [syslog] udp_max_size must be 480..65507 bytes, not {s.udp_max_size}"
+        )
+    parts = s.enterprise_number.split(".")
+    if not all(p.isascii() and p.isdigit() for p in parts):
+        raise ConfigError(
+            f"{path}: [syslog] enterprise_number must be digits such as 32473, "
+            f"not {s.enterprise_number!r}"
+        )
 
 
 def load_config(path: str | None) -> Config:
@@ -144,6 +172,7 @@ def load_config(path: str | None) -> Config:
     except RecursionError as exc:
         raise ConfigError(f"{path}: nested too deeply to be a config file") from exc
     syslog = _section(path, "syslog", data.pop("syslog", {}), SyslogConfig)
+    _check_syslog(path, syslog)
     watch = _section(path, "watch", data.pop("watch", {}), WatchConfig)
     if watch.whodata not in ("auto", "read", "off"):
         raise ConfigError(

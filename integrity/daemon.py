@@ -63,7 +63,7 @@ class Watcher:
         self.cfg = cfg
         self.session = Session(opts, enforce=enforce)
         self.sender = sender
-        self.host = api.hostname()
+        self.host = cfg.syslog.hostname or api.hostname()
         self.attr = DirtySet()  # host paths whose attributes changed
         self.content = DirtySet()  # host paths whose content or existence changed
         self.queue = DirtySet()  # queue entries named by other lanes; wakes the queue lane
@@ -98,6 +98,10 @@ class Watcher:
         except IOFailure as exc:  # outbox unwritable (disk full?): the journal still has it
             log.error("syslog outbox refused a message", error=exc.message, msgid=event[1])
 
+    def seen(self, f: Finding) -> emit.Observed | None:
+        """The file as it is now, for the event's ECS ``file.*`` (only when we send)."""
+        return None if self.sender is None else emit.observe(self.session.root, f)
+
     def publish(self, new: list[Finding], resolved: list[dict[str, Any]]) -> None:
         """Send what a lane decided; called outside the database lock (who-data waits)."""
         if self.whodata is not None and new:
@@ -107,13 +111,13 @@ class Watcher:
                 f = replace(
                     f, fix=f"if intended: mail-integrity update --accept {f.path} --reason '...'"
                 )
-            self.send(emit.finding_event(f, host=self.host))
+            self.send(emit.finding_event(f, host=self.host, seen=self.seen(f)))
             log.warning(
                 "finding", path=f.path, rule=f.rule, severity=str(f.severity), message=f.message
             )
         for row in resolved:
             f = row_finding(row)
-            self.send(emit.resolved_event(f, host=self.host))
+            self.send(emit.resolved_event(f, host=self.host, seen=self.seen(f)))
             log.info("resolved", path=f.path, rule=f.rule)
         if new:
             with self.db:
@@ -122,9 +126,11 @@ class Watcher:
     def realert(self) -> None:
         with self.db:
             rows = self.session.open_findings(Severity.HIGH.rank)
-            for row in rows:
-                self.send(emit.finding_event(row_finding(row), host=self.host, action="realert"))
-            if rows:
+        for row in rows:  # outside the lock: seen() may hash a changed file
+            f = row_finding(row)
+            self.send(emit.finding_event(f, host=self.host, action="realert", seen=self.seen(f)))
+        if rows:
+            with self.db:
                 self.session.mark_sent(str(r["key"]) for r in rows)
 
     def alert(self, f: Finding, resolved: bool = False) -> None:
@@ -500,7 +506,7 @@ def alarm(sender: SyslogSender | None, db: str, exc: MonitorError, *, close: boo
     log.critical("baseline not trusted", path=db, rule=rule, message=exc.message)
     if sender is not None:
         sender.start()  # idempotent; a cron verify has not started it yet
-        sender.send(*emit.finding_event(finding, host=api.hostname()))
+        sender.send(*emit.finding_event(finding, host=sender.hostname))
         if close:
             sender.close(10.0)
 
@@ -526,13 +532,16 @@ def make_sender(cfg: Config, url: str | None) -> SyslogSender | None:
     return SyslogSender(
         url,
         outbox_path=s.outbox,
-        hostname=api.hostname(),
+        hostname=s.hostname or api.hostname(),
         ca_file=s.ca_file,
         cert_file=s.cert_file,
         key_file=s.key_file,
         verify_hostname=s.verify_hostname,
         facility=facility_code(s.facility),
         backoff=(min(1.0, s.reconnect_max), s.reconnect_max),
+        framing="newline" if s.framing == "newline" else "octet-counting",
+        udp_max_size=s.udp_max_size,
+        enterprise_number=s.enterprise_number,
     )
 
 

@@ -50,10 +50,18 @@ from integrity.model import Severity
 
 log = structlog.get_logger(__name__)
 
-#: Our structured-data ID: a name at the documentation PEN (RFC 5612), as RFC 5424 asks.
-SD_ID = "mi@32473"
+#: The enterprise number in our SD-ID (``mi@<number>``, RFC 5424 §7.2.2). mail-integrity
+#: has no IANA Private Enterprise Number of its own, and taking another organisation's
+#: would collide with its SD-IDs; so the default is 32473, the number RFC 5612 reserves for
+#: documentation, which no vendor's real SD-IDs use. Sites with their own PEN set
+#: ``enterprise_number`` in ``[syslog]`` (docs/siem.md).
+DEFAULT_ENTERPRISE = "32473"
+SD_ID = f"mi@{DEFAULT_ENTERPRISE}"
 APP_NAME = "mail-integrity"
-UDP_MAX = 2048  # RFC 5426: SHOULD fit 2048 bytes
+ECS_VERSION = "8.11.0"  # the ECS release our JSON bodies are checked against (tests/data)
+UDP_MAX = 2048  # RFC 5426: SHOULD fit 2048 bytes; configurable (udp_max_size)
+UDP_MIN = 480  # RFC 5426: every IPv4 receiver MUST accept 480 bytes
+UDP_LIMIT = 65507  # the largest UDP payload over IPv4
 STREAM_MAX = 8192  # RFC 5425/6587: receivers SHOULD accept 8192
 MiB = 1024 * 1024
 
@@ -87,6 +95,10 @@ DEFAULT_FACILITY = FACILITIES["authpriv"]
 DEFAULT_PORTS = {"udp": 514, "tcp": 514, "tls": 6514}
 
 Transport = Literal["udp", "tcp", "tls"]
+#: RFC 6587 framings for TCP/TLS: octet counting (RFC 5425's only one, the default) or
+#: "non-transparent" framing with a trailing LF, for Logstash's and Fluent Bit's inputs.
+Framing = Literal["octet-counting", "newline"]
+FRAMINGS: tuple[Framing, ...] = ("octet-counting", "newline")
 
 
 # --- formatting (pure) ----------------------------------------------------------------
@@ -109,19 +121,78 @@ def facility_code(name: str) -> int:
     return FACILITIES[key]
 
 
-def utf8_safe(text: str) -> str:
-    """Text that encodes to valid UTF-8: a byte kept by ``os.fsdecode`` as a surrogate
-    escape becomes a visible ``\\xNN`` (any other lone surrogate ``\\uNNNN``)."""
-    if not any(0xD800 <= ord(c) <= 0xDFFF for c in text):
+def enterprise_sd_id(number: str | int) -> str:
+    """``mi@<number>``: a private enterprise number, digits with optional ``.sub`` parts."""
+    text = str(number).strip()
+    parts = text.split(".")
+    if not all(p.isascii() and p.isdigit() for p in parts) or len(text) > 29:
+        raise ConfigError(f"syslog enterprise_number must be digits (e.g. 32473), not {text!r}")
+    return f"mi@{text}"
+
+
+# --- the one text representation ------------------------------------------------------
+
+
+def wire_text(text: str) -> str:
+    """``text`` in the one form used in every SD value and JSON string we send.
+
+    A path is a byte string; shown here as UTF-8 text where it is printable UTF-8, and
+    otherwise byte by byte: ``\\xNN`` for a byte that is not valid UTF-8 (what
+    ``os.fsdecode`` keeps as a surrogate escape) and for every byte of a character Python
+    does not call printable (C0/C1 controls such as ESC, CR, LF, DEL; format characters
+    such as bidi overrides; line/paragraph separators; private use), and ``\\\\`` for a
+    backslash, so the form is unambiguous: ``wire_bytes`` gives back the exact bytes.
+    """
+    if text.isprintable() and "\\" not in text:
         return text
-    return "".join(_visible(c) for c in text)
+    return "".join(_wire_char(c) for c in text)
 
 
-def _visible(c: str) -> str:
+def _wire_char(c: str) -> str:
+    if c == "\\":
+        return "\\\\"
+    if c.isprintable():
+        return c
     code = ord(c)
-    if 0xDC80 <= code <= 0xDCFF:
+    if 0xDC80 <= code <= 0xDCFF:  # a byte os.fsdecode could not decode
         return f"\\x{code - 0xDC00:02x}"
-    return f"\\u{code:04x}" if 0xD800 <= code <= 0xDFFF else c
+    raw = c.encode("utf-8", "surrogatepass")
+    return "".join(f"\\x{b:02x}" for b in raw)
+
+
+def wire_bytes(shown: str) -> bytes:
+    """The inverse of ``wire_text``: the original bytes of a name (docs/siem.md)."""
+    out = bytearray()
+    i = 0
+    while i < len(shown):
+        if shown.startswith("\\\\", i):
+            out += b"\\"
+            i += 2
+        elif shown.startswith("\\x", i) and len(shown) >= i + 4:
+            out.append(int(shown[i + 2 : i + 4], 16))
+            i += 4
+        else:
+            out += shown[i].encode("utf-8")
+            i += 1
+    return bytes(out)
+
+
+def utf8_safe(text: str) -> str:
+    """Kept for callers of 0.1: the same as ``wire_text``."""
+    return wire_text(text)
+
+
+def wire_value(value: Any) -> Any:
+    """A JSON-able value with ``wire_text`` applied to every string, keys included."""
+    if isinstance(value, str):
+        return wire_text(value)
+    if isinstance(value, Mapping):
+        return {wire_text(str(k)): wire_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [wire_value(v) for v in value]
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    return wire_text(str(value))
 
 
 def _header_field(value: str, cap: int) -> str:
@@ -138,7 +209,8 @@ def _sd_name(name: str) -> str:
 
 
 def _sd_value(value: str) -> str:
-    return utf8_safe(value).replace("\\", "\\\\").replace('"', '\\"').replace("]", "\\]")
+    """RFC 5424 §6.3.3 escaping of the wire form (which has no control characters)."""
+    return wire_text(value).replace("\\", "\\\\").replace('"', '\\"').replace("]", "\\]")
 
 
 def format_sd(sd: list[tuple[str, dict[str, str]]]) -> str:
@@ -168,7 +240,8 @@ def format_message(
     sd: list[tuple[str, dict[str, str]]],
     msg: str,
 ) -> bytes:
-    """One RFC 5424 message; MSG (if any) is UTF-8 behind a BOM, as §6.4 allows."""
+    """One RFC 5424 message. MSG, when given, is sent as is (MSG-ANY, no BOM): receivers'
+    JSON parsers (mmjsonparse, Graylog, Filebeat) reject a BOM before the document."""
     if not 0 <= pri <= 191:
         raise ValueError(f"PRI must be 0..191, got {pri}")
     header = " ".join(
@@ -184,8 +257,97 @@ def format_message(
     )
     out = header.encode("utf-8")  # PRINTUSASCII, except SD values (UTF-8 by RFC 5424)
     if msg:
-        out += b" \xef\xbb\xbf" + utf8_safe(msg).encode("utf-8")
+        out += b" " + wire_text_json(msg).encode("utf-8")
     return out
+
+
+def wire_text_json(msg: str) -> str:
+    """MSG text: already-rendered JSON has no raw control characters; other text gets
+    the wire form so no raw control byte reaches a receiver either way."""
+    return msg if msg.isprintable() else wire_text(msg)
+
+
+def render_json(body: Mapping[str, Any]) -> str:
+    """The body as compact JSON in the wire form (strict parsers accept every byte)."""
+    return json.dumps(wire_value(body), ensure_ascii=False, separators=(",", ":"))
+
+
+# --- fitting a message into the size limit --------------------------------------------
+
+#: Shrinking steps: every string longer than this many characters is cut in the middle.
+_CUTS = (1024, 256, 96, 32)
+#: What is kept of the body when cutting values is not enough (top-level keys).
+_ESSENTIAL = ("@timestamp", "event", "rule", "file", "host", "ecs")
+#: SD params kept in that case.
+_CORE_SD = ("path", "rule", "severity", "host")
+TRUNCATED = {"mail_integrity": {"truncated": True}}
+
+
+def shorten(value: Any, cut: int) -> Any:
+    """Every string leaf longer than ``cut`` characters as its head, ``…``, and its tail."""
+    if isinstance(value, str):
+        if len(value) <= cut:
+            return value
+        head = (cut - 1) // 2
+        return value[:head] + "…" + value[len(value) - (cut - 1 - head) :]
+    if isinstance(value, Mapping):
+        return {k: shorten(v, cut) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [shorten(v, cut) for v in value]
+    return value
+
+
+def _merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        old = out.get(key)
+        if isinstance(old, Mapping) and isinstance(value, Mapping):
+            out[key] = _merge(old, value)
+        else:
+            out[key] = value
+    return out
+
+
+def fit_message(
+    build: Callable[[list[tuple[str, dict[str, str]]], str], bytes],
+    sd: list[tuple[str, dict[str, str]]],
+    body: Mapping[str, Any] | None,
+    limit: int,
+) -> bytes:
+    """The message made by ``build(sd, msg)``, shrunk until it is at most ``limit`` bytes.
+
+    The JSON is never cut: long strings are shortened (head…tail, both in SD and body),
+    then only the essential body fields and SD params are kept, and a shrunk message
+    says so (``mail_integrity.truncated: true``, SD param ``truncated="true"``).
+    """
+    msg = render_json(body) if body is not None else ""
+    out = build(sd, msg)
+    if len(out) <= limit:
+        return out
+    own = sd[0][0] if sd else ""
+    for essential in (False, True):
+        for cut in _CUTS:
+            small_sd = [
+                (
+                    sd_id,
+                    {
+                        k: shorten(v, cut)
+                        for k, v in params.items()
+                        if not essential or sd_id != own or k in _CORE_SD
+                    }
+                    | ({"truncated": "true"} if sd_id == own else {}),
+                )
+                for sd_id, params in sd
+            ]
+            small: Mapping[str, Any] = body or {}
+            if essential:
+                small = {k: v for k, v in small.items() if k in _ESSENTIAL}
+            small = _merge(shorten(small, cut), TRUNCATED)
+            out = build(small_sd, render_json(small))
+            if len(out) <= limit:
+                return out
+    # a pathological header (a huge hostname): the JSON still stays whole
+    return build([(sd_id, {}) for sd_id, _ in sd[-1:]], render_json(TRUNCATED))
 
 
 def truncate_utf8(data: bytes, limit: int) -> bytes:
@@ -198,18 +360,35 @@ def truncate_utf8(data: bytes, limit: int) -> bytes:
     return data[:cut]
 
 
-def frame(transport: Transport, message: bytes) -> bytes:
-    """UDP: the datagram itself (<= 2048 B). TCP/TLS: RFC 6587 ``LEN SP MSG`` (<= 8192 B)."""
+def frame(transport: Transport, message: bytes, framing: Framing = "octet-counting") -> bytes:
+    """UDP: the datagram itself. TCP/TLS: RFC 6587 ``LEN SP MSG`` (octet counting), or
+    ``MSG LF`` with newline framing (safe: the wire form has no raw LF)."""
     if transport == "udp":
-        return truncate_utf8(message, UDP_MAX)
-    body = truncate_utf8(message, STREAM_MAX)
-    return b"%d %s" % (len(body), body)
+        return message
+    if framing == "newline":
+        if b"\n" in message:
+            raise ValueError("a message with a raw LF cannot be newline-framed")
+        return message + b"\n"
+    return b"%d %s" % (len(message), message)
 
 
 def backoff_delay(attempt: int, low: float, high: float, rnd: random.Random) -> float:
     """Exponential backoff with equal jitter: in [d/2, d], d = min(high, low * 2**attempt)."""
     ceiling = min(high, low * 2 ** min(attempt, 32))
     return max(low, rnd.uniform(ceiling / 2, ceiling))
+
+
+def attempts_within(window: float, low: float, high: float, *, after: float = 0.0) -> int:
+    """The most connection attempts a refusing server can see in ``window`` seconds that
+    start ``after`` seconds into an outage, with the sender's backoff (jitter at its
+    shortest). A pure function of ``backoff_delay``'s schedule, for docs and tests."""
+    t, attempt, count = 0.0, 0, 0
+    while t < after + window:
+        if t >= after:
+            count += 1
+        t += max(low, min(high, low * 2 ** min(attempt, 32)) / 2)
+        attempt += 1
+    return count
 
 
 # --- targets --------------------------------------------------------------------------
@@ -381,9 +560,23 @@ class SyslogSender:
         connect_timeout: float = 10.0,
         send_timeout: float = 10.0,
         confirm_hold: float = 1.0,
+        framing: Framing = "octet-counting",
+        udp_max_size: int = UDP_MAX,
+        enterprise_number: str | int = DEFAULT_ENTERPRISE,
+        stable_after: float = 10.0,
     ) -> None:
         self.target = parse_url(target) if isinstance(target, str) else target
         self.hostname, self.app_name, self.facility = hostname, app_name, facility
+        if framing not in FRAMINGS:
+            choices = ", ".join(FRAMINGS)
+            raise ConfigError(f"syslog framing must be one of {choices}, not {framing!r}")
+        if not UDP_MIN <= udp_max_size <= UDP_LIMIT:
+            raise ConfigError(
+                f"syslog udp_max_size must be {UDP_MIN}..{UDP_LIMIT} bytes, not {udp_max_size}"
+            )
+        self.framing, self.sd_id = framing, enterprise_sd_id(enterprise_number)
+        self.limit = udp_max_size if self.target.transport == "udp" else STREAM_MAX
+        self.stable_after = stable_after
         self.backoff, self.confirm_hold = backoff, confirm_hold
         self.connect_timeout, self.send_timeout = connect_timeout, send_timeout
         self._ssl = None
@@ -397,6 +590,8 @@ class SyslogSender:
         self._written: list[tuple[int, float]] = []  # (outbox seq, monotonic time) unconfirmed
         self._last_written = 0
         self._attempt = 0
+        self._link: Literal["unknown", "up", "down"] = "unknown"
+        self._connected_at = 0.0
         self._sent = self._dropped = 0
         self._rnd = random.Random()  # noqa: S311 (jitter, not crypto)
 
@@ -483,20 +678,23 @@ class SyslogSender:
         capped: bool = True,
     ) -> int:
         seq = self._outbox.next_seq()
-        sd = [(SD_ID, dict(sd_params)), ("meta", {"sequenceId": str(sequence_id(seq))})]
-        text = json.dumps(body, ensure_ascii=False, separators=(",", ":"), default=str)
-        data = format_message(
-            pri=pri(self.facility, severity),
-            timestamp=datetime.now(UTC),
-            hostname=self.hostname,
-            app_name=self.app_name,
-            procid=self._procid,
-            msgid=msgid,
-            sd=sd,
-            msg=text,
-        )
-        limit = UDP_MAX if self.target.transport == "udp" else STREAM_MAX
-        self._count_drops(self._outbox.add(seq, rank, truncate_utf8(data, limit), capped=capped))
+        sd = [(self.sd_id, dict(sd_params)), ("meta", {"sequenceId": str(sequence_id(seq))})]
+        now = datetime.now(UTC)
+
+        def build(sd: list[tuple[str, dict[str, str]]], msg: str) -> bytes:
+            return format_message(
+                pri=pri(self.facility, severity),
+                timestamp=now,
+                hostname=self.hostname,
+                app_name=self.app_name,
+                procid=self._procid,
+                msgid=msgid,
+                sd=sd,
+                msg=msg,
+            )
+
+        data = fit_message(build, sd, body, self.limit)
+        self._count_drops(self._outbox.add(seq, rank, data, capped=capped))
         return seq
 
     def _count_drops(self, dropped: list[tuple[int, int]]) -> None:
@@ -532,10 +730,13 @@ class SyslogSender:
                 "type": ["info"],
                 "action": "dropped",
                 "severity": Severity(severity).rank + 1,
+                "module": "mail_integrity",
+                "dataset": "mail_integrity.sender",
             },
             "message": text,
             "host": {"name": self.hostname},
             "labels": {"dropped": str(count), "worst_dropped": str(list(Severity)[worst])},
+            "ecs": {"version": ECS_VERSION},
         }
         params = {"dropped": str(count), "host": self.hostname, "severity": severity}
         # exempt from the cap: reporting a drop must not cause another (at most one extra row)
@@ -550,13 +751,27 @@ class SyslogSender:
             try:
                 self._step()
             except OSError as exc:
-                log.warning("syslog connection lost", target=str(self.target), error=str(exc))
+                self._link_down("syslog connection lost", exc)
                 self._disconnect()
                 self._sleep_backoff()
             except Exception:
                 log.exception("syslog sender failed; retrying", target=str(self.target))
                 self._disconnect()
                 self._sleep_backoff()
+
+    def _link_down(self, what: str, exc: OSError) -> None:
+        """One warning when the link goes down; repeated failures only at debug level."""
+        level = log.warning if self._link != "down" else log.debug
+        level(what, target=str(self.target), error=str(exc), attempt=self._attempt + 1)
+        self._link = "down"
+
+    def _proven(self) -> None:
+        """The link works (a message was confirmed, or it stayed up ``stable_after``):
+        only now the backoff starts again from its shortest delay. A server that accepts
+        and then drops us (TLS without a client certificate) never gets here."""
+        if self._link != "up":
+            log.info("syslog link up", target=str(self.target), attempts=self._attempt)
+        self._link, self._attempt = "up", 0
 
     def _step(self) -> None:
         if self._sock is None and not self._connect():
@@ -572,11 +787,13 @@ class SyslogSender:
             self._write(sock, seq, data)
         self._confirm()
         if not batch:
+            if self._link != "up" and time.monotonic() - self._connected_at >= self.stable_after:
+                self._proven()
             self._report_drops()
             self._wake.wait(_CONFIRM_POLL if self._written else _IDLE_POLL)
 
     def _write(self, sock: socket.socket, seq: int, data: bytes) -> None:
-        sock.sendall(frame(self.target.transport, data))
+        sock.sendall(frame(self.target.transport, data, self.framing))
         self._sent += 1
         self._last_written = seq
         self._written.append((seq, time.monotonic()))
@@ -596,6 +813,8 @@ class SyslogSender:
         with self._outbox.lock:
             self._outbox.remove(done)
         self._written = self._written[len(done) :]
+        if done:
+            self._proven()
 
     def _check_peer(self) -> None:
         """Raise if the server closed the connection (so nothing more is written into it)."""
@@ -618,13 +837,12 @@ class SyslogSender:
         try:
             self._sock = open_socket(self.target, self._ssl, self.connect_timeout)
         except OSError as exc:
-            level = log.warning if self._attempt == 0 else log.debug
-            level("syslog connect failed", target=str(self.target), error=str(exc))
+            self._link_down("syslog connect failed", exc)
             self._sleep_backoff()
             return False
         self._sock.settimeout(self.send_timeout)
-        self._attempt = 0
-        log.info("syslog connected", target=str(self.target))
+        self._connected_at = time.monotonic()
+        log.debug("syslog connected", target=str(self.target), attempt=self._attempt)
         self._report_drops()
         return True
 

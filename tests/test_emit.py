@@ -28,7 +28,16 @@ from integrity.emit import (
     resolved_event,
 )
 from integrity.model import Finding, Severity
-from integrity.syslog import SD_ID, format_message, pri
+from integrity.syslog import (
+    SD_ID,
+    format_message,
+    format_sd,
+    pri,
+    render_json,
+    wire_bytes,
+    wire_text,
+    wire_value,
+)
 from tests.rsyslog_harness import parse_5424
 
 HOST = "mx1.example.org"
@@ -72,11 +81,18 @@ def test_finding_event_mode_change():
         "path": "/usr/sbin/sendmail", "rule": "MI-SETID-ADDED", "severity": "critical",
         "attribute": "mode", "before": "2555", "after": "6555", "host": HOST,
     }  # fmt: skip
-    assert body["file"] == {"path": "/usr/sbin/sendmail", "mode": "6555"}
+    assert body["file"] == {
+        "path": "/usr/sbin/sendmail", "name": "sendmail", "directory": "/usr/sbin", "mode": "6555",
+    }  # fmt: skip
     assert body["event"]["kind"] == "alert"
     assert body["event"]["category"] == ["file"] and body["event"]["type"] == ["change"]
-    assert body["event"]["action"] == "finding"
-    assert body["rule"]["id"] == "MI-SETID-ADDED"
+    assert body["event"]["action"] == "attributes_modified"
+    assert (body["event"]["module"], body["event"]["dataset"]) == (
+        "mail_integrity", "mail_integrity.finding",
+    )  # fmt: skip
+    assert body["rule"] == {"id": "MI-SETID-ADDED", "name": "Setid added",
+                            "category": "permissions", "ruleset": "mail-integrity"}  # fmt: skip
+    assert body["mail_integrity"] == {"alert_state": "new"}
     assert body["host"] == {"name": HOST}
     assert body["message"] == "set-user-ID bit added to /usr/sbin/sendmail"
     assert body["log"]["syslog"]["severity"] == {"code": 2, "name": "crit"}
@@ -106,6 +122,11 @@ def test_event_severity_scale(severity, number, level):
     [
         ("uid", 0, 1000, {"uid": "1000"}, ("0", "1000")),
         ("owner", "root", "mallory", {"owner": "mallory"}, ("root", "mallory")),
+        ("owner", "root(0)", "nobody(65534)", {"owner": "nobody", "uid": "65534"},
+         ("root(0)", "nobody(65534)")),
+        ("group", "mail(8)", "users(100)", {"group": "users", "gid": "100"},
+         ("mail(8)", "users(100)")),
+        ("link_target", "/a", "/b", {"target_path": "/b"}, ("/a", "/b")),
         ("content", "blake3:aa", "blake3:bb", {}, ("blake3:aa", "blake3:bb")),
         ("", None, None, {}, ("", "")),
         ("facts", {"relayhost": ["a"]}, {}, {}, ('{"relayhost": ["a"]}', "{}")),
@@ -113,11 +134,13 @@ def test_event_severity_scale(severity, number, level):
     ],
 )
 def test_attribute_values_are_stringified(attribute, before, after, file_extra, shown):
-    """before/after become strings; ECS file.* gets the new value when ECS has a field."""
+    """before/after become strings; ECS file.* gets the new value when ECS has a field
+    (owner and group as names, uid and gid as strings: not ``nobody(65534)``)."""
     f = _finding(attribute=attribute, before=before, after=after, severity=Severity.HIGH)
     _, _, sd, body = finding_event(f, host=HOST)
     assert (sd["before"], sd["after"]) == shown
-    assert body["file"] == {"path": f.path, **file_extra}
+    place = {"path": f.path, "name": "sendmail", "directory": "/usr/sbin"}
+    assert body["file"] == {**place, **file_extra}
 
 
 def test_long_values_are_truncated():
@@ -130,17 +153,20 @@ def test_long_values_are_truncated():
 
 @pytest.mark.parametrize("action", ["finding", "realert"])
 def test_actions_keep_the_severity(action):
-    """New and re-sent findings go out at their own syslog severity."""
+    """New and re-sent findings go out at their own syslog severity, as alerts."""
     severity, _, _, body = finding_event(_finding(), host=HOST, action=action)
-    assert severity == "critical" and body["event"]["action"] == action
+    assert severity == "critical" and body["event"]["kind"] == "alert"
+    assert body["mail_integrity"]["alert_state"] == {"finding": "new"}.get(action, action)
 
 
 def test_resolved_event_is_info_but_names_the_original():
     """A resolved finding is syslog info, with the original severity kept for the SIEM."""
     severity, msgid, sd, body = resolved_event(_finding(), host=HOST)
     assert (severity, msgid) == ("info", "MI-SETID-ADDED")
-    assert body["event"]["action"] == "resolved"
+    assert body["event"]["action"] == "resolved" and body["event"]["kind"] == "event"
+    assert body["event"]["type"] == ["info"]
     assert body["event"]["severity"] == 5 and sd["severity"] == "critical"
+    assert "mode" not in body["file"]  # 0.1 sent the bad mode that had just gone away
 
 
 def test_unknown_action_is_rejected():
@@ -161,19 +187,24 @@ def test_secret_finding_adds_no_content():
         "severity", "dataset", "rule", "id", "name", "file", "path", "mode", "message", "host",
         "log", "syslog", "code", "labels", "attribute", "before", "after", "alert", "change",
         "finding", "mail_integrity.finding", "emerg", "crit", "err", emit.ECS_VERSION,
+        "module", "mail_integrity", "alert_state", "new", "category", "ruleset",
+        "mail-integrity", "directory", "attributes_modified", "permissions",
     }  # fmt: skip
-    from_finding = {f.path, f.rule, f.message, "mode", "0600", "0644", "high", HOST}
+    from_finding = {f.path, f.rule, f.message, "mode", "0600", "0644", "high", HOST,
+                    "sasl_passwd", "/etc/postfix", "Perm loosened"}  # fmt: skip
     extra = set(_strings(body)) - schema - from_finding - {body["@timestamp"]}
     assert extra == set()
     assert set(sd.values()) <= from_finding | {""}
 
 
 def test_undecodable_path_gives_valid_utf8():
-    """A path with non-UTF-8 bytes still yields an event that encodes as UTF-8."""
+    """A path with non-UTF-8 bytes yields SD and JSON that are valid UTF-8, in the one
+    documented form (``\\xNN``), identical in SD and body (issue 9 item 3)."""
     path = os.fsdecode(b"/etc/mail/\xffbad")
     _, _, sd, body = finding_event(_finding(path=path), host=HOST)
-    assert sd["path"] == "/etc/mail/\\xffbad" == body["file"]["path"]
-    json.dumps(body, ensure_ascii=False).encode("utf-8")
+    assert json.loads(render_json(body))["file"]["path"] == "/etc/mail/\\xffbad"
+    assert format_sd([(SD_ID, {"path": sd["path"]})]) == '[mi@32473 path="/etc/mail/\\\\xffbad"]'
+    render_json(body).encode("utf-8")
 
 
 def test_timestamp_is_now_in_utc():
@@ -191,17 +222,20 @@ def test_timestamp_is_now_in_utc():
     after=st.one_of(st.none(), st.integers(), st.text()),
 )
 def test_every_event_formats_and_parses_back(path, rule, before, after):
-    """Any finding's event makes a valid RFC 5424 message whose SD and body parse back."""
+    """Any finding's event makes a valid RFC 5424 message, with no raw control character,
+    whose SD and body parse back to their wire form (issue 9 item 3)."""
     f = _finding(path=path, rule=rule, attribute="content", before=before, after=after)
     severity, msgid, sd, body = finding_event(f, host=HOST)
-    text = json.dumps(body, ensure_ascii=False)
+    text = render_json(body)
     out = format_message(
         pri=pri(10, severity), timestamp=datetime.now(UTC), hostname=HOST, app_name="mi",
         procid="1", msgid=msgid, sd=[(SD_ID, sd)], msg=text,
     )  # fmt: skip
+    assert not any(b < 0x20 or b == 0x7F for b in out)
     parsed = parse_5424(out.decode("utf-8"))
-    assert parsed["sd"][SD_ID] == sd
-    assert json.loads(parsed["msg"]) == body
+    assert parsed["sd"][SD_ID] == {k: wire_text(v) for k, v in sd.items()}
+    assert json.loads(parsed["msg"]) == wire_value(body)
+    assert wire_bytes(parsed["sd"][SD_ID]["path"]) == path.encode("utf-8", "surrogatepass")
 
 
 # --- heartbeat and lifecycle -----------------------------------------------------------
@@ -213,7 +247,7 @@ def test_heartbeat_event_carries_sequence_and_stats():
     severity, msgid, sd, body = heartbeat_event(7, stats, host=HOST)
     assert (severity, msgid) == ("info", "MI-HEARTBEAT")
     assert sd == {"host": HOST, "heartbeat": "7", "sent": "10", "queued": "2", "dropped": "0",
-                  "connected": "True"}  # fmt: skip
+                  "connected": "true"}  # fmt: skip  (0.1 sent "True"; issue 9)
     assert body["event"]["sequence"] == 7 and body["event"]["kind"] == "state"
     assert body["labels"]["queued"] == "2"
 

@@ -38,6 +38,7 @@ from integrity.syslog import (
     tls_context,
     truncate_utf8,
     utf8_safe,
+    wire_text,
 )
 from tests.rsyslog_harness import Rsyslog, available, free_port, make_pki, parse_5424
 
@@ -98,11 +99,11 @@ def test_facility_code_rejects_unknown(name):
 
 
 def test_format_message_exact_bytes():
-    """Header, SD, BOM and MSG come out exactly as RFC 5424 lays them out."""
+    """Header, SD and MSG come out exactly as RFC 5424 lays them out; MSG has no BOM."""
     out = _msg(sd=[(SD_ID, {"path": "/etc/mail/aliases"}), ("meta", {"sequenceId": "7"})], msg="hi")
     assert out == (
         b"<82>1 2024-05-06T07:08:09.123456Z mx1.example.org mail-integrity 42 MI-SETID-ADDED "
-        b'[mi@32473 path="/etc/mail/aliases"][meta sequenceId="7"] \xef\xbb\xbfhi'
+        b'[mi@32473 path="/etc/mail/aliases"][meta sequenceId="7"] hi'
     )
 
 
@@ -134,10 +135,18 @@ def test_header_fields_are_printusascii_only(value, expected):
 
 @pytest.mark.parametrize(
     ("value", "escaped"),
-    [('a"b', r"a\"b"), ("a\\b", r"a\\b"), ("a]b", r"a\]b"), ("[x=y]", r"[x=y\]"), ("é", "é")],
+    [
+        ('a"b', r"a\"b"),
+        ("a\\b", r"a\\\\b"),  # the wire form doubles it (a\\b), then SD escaping does
+        ("a]b", r"a\]b"),
+        ("[x=y]", r"[x=y\]"),
+        ("é", "é"),
+        ("a\x1bb\r\n", r"a\\x1bb\\x0d\\x0a"),
+    ],
 )
 def test_sd_values_are_escaped(value, escaped):
-    """``"``, ``\\`` and ``]`` are backslash-escaped in PARAM-VALUE; UTF-8 stays as is."""
+    """``"``, ``\\`` and ``]`` are backslash-escaped in PARAM-VALUE after the wire form;
+    UTF-8 stays as is and no control character is left raw."""
     assert format_sd([("x", {"k": value})]) == f'[x k="{escaped}"]'
 
 
@@ -165,12 +174,14 @@ def test_naive_timestamp_is_rejected():
 @settings(deadline=None)  # shared CI machines stall; correctness, not speed
 @given(st.text(), st.text(), st.text())
 def test_any_text_gives_valid_utf8_and_roundtrips(value, msg, host):
-    """Whatever the text (even lone surrogates), the message is valid UTF-8 and parses back."""
+    """Whatever the text (even lone surrogates), the message is valid UTF-8 without a raw
+    control character, and SD values parse back to their one wire form."""
     out = _msg(sd=[(SD_ID, {"v": value})], msg=msg, hostname=host)
+    assert not any(b < 0x20 or b == 0x7F for b in out)
     parsed = parse_5424(out.decode("utf-8"))
-    assert parsed["sd"][SD_ID]["v"] == utf8_safe(value)
-    assert parsed["msg"] == utf8_safe(msg)
-    assert parsed["bom"] is bool(msg)
+    assert parsed["sd"][SD_ID]["v"] == wire_text(value)
+    assert parsed["msg"] == (msg if msg.isprintable() else wire_text(msg))
+    assert parsed["bom"] is False
 
 
 @pytest.mark.parametrize(
@@ -195,17 +206,23 @@ def test_truncate_utf8_is_a_valid_prefix(text, limit):
         assert cut == data
 
 
-@pytest.mark.parametrize(
-    ("transport", "size", "expected_len"),
-    [("udp", 100, 100), ("udp", 70_000, 2048), ("tcp", 100, 100), ("tls", 70_000, 8192)],
-)
-def test_frame_caps_and_counts_octets(transport, size, expected_len):
-    """UDP sends <= 2048 bytes as is; TCP/TLS prefix ``LEN SP`` with a body <= 8192 bytes."""
+@pytest.mark.parametrize(("transport", "size"), [("udp", 100), ("tcp", 100), ("tls", 8192)])
+def test_frame_counts_octets(transport, size):
+    """UDP sends the message as is; TCP/TLS prefix ``LEN SP`` (RFC 6587 octet counting)."""
     framed = frame(transport, b"a" * size)
     if transport == "udp":
-        assert framed == b"a" * expected_len
+        assert framed == b"a" * size
     else:
-        assert framed == b"%d " % expected_len + b"a" * expected_len
+        assert framed == b"%d " % size + b"a" * size
+
+
+@pytest.mark.parametrize("transport", ["tcp", "tls"])
+def test_newline_framing_ends_each_message_with_lf(transport):
+    """Newline framing (opt-in) is the message then LF, and refuses a message with a raw LF."""
+    assert frame(transport, b"<14>1 - - - - - - {}", "newline") == b"<14>1 - - - - - - {}\n"
+    assert frame("udp", b"x", "newline") == b"x"
+    with pytest.raises(ValueError, match="LF"):
+        frame(transport, b"a\nb", "newline")
 
 
 @pytest.mark.parametrize(("attempt", "low", "high"), [(0, 1, 1), (1, 1, 2), (3, 4, 8), (9, 30, 60)])
@@ -447,9 +464,9 @@ def test_delivery_to_rsyslog(rsyslog, senders, tmp_path, transport):
     seq = sender.send("critical", "MI-SETID-ADDED", sd, body)
     got = _from(host)(rsyslog.wait_for(lambda m: len(_from(host)(m)) == 1))[0]
     assert (got["pri"], got["msgid"], got["app"]) == (82, "MI-SETID-ADDED", "mail-integrity")
-    assert got["sd"][SD_ID] == sd
+    assert got["sd"][SD_ID] == {k: wire_text(v) for k, v in sd.items()}
     assert got["sd"]["meta"] == {"sequenceId": str(seq)}
-    assert got["bom"] and json.loads(got["msg"]) == body
+    assert not got["bom"] and json.loads(got["msg"]) == body
     assert sender.flush(2) and sender.stats()["queued"] == 0
 
 
@@ -457,15 +474,18 @@ def test_delivery_to_rsyslog(rsyslog, senders, tmp_path, transport):
 @pytest.mark.slow
 @pytest.mark.parametrize(("transport", "limit"), [("udp", 2048), ("tcp", 8192)])
 def test_huge_body_is_capped_and_stays_utf8(rsyslog, senders, tmp_path, transport, limit):
-    """A 70 KB body of 2-byte characters arrives cut to the transport's cap, valid UTF-8."""
+    """A 70 KB body of 2-byte characters arrives shrunk under the transport's cap, as whole
+    JSON that says it was truncated (issue 9 item 2; 0.1 cut the bytes mid-JSON)."""
     host = f"huge-{transport}"
     sender = senders(rsyslog.url(transport), outbox_path=str(tmp_path / "o.db"), hostname=host)
     sender.start()
-    sender.send("high", "MI-BIG", {}, {"blob": "é" * 35_000 + "x"})
+    sender.send("high", "MI-BIG", {}, {"blob": "é" * 35_000 + "x", "keep": "me"})
     line = rsyslog.wait_for(lambda m: len(_from(host)(m)) == 1)  # decodes strictly as UTF-8
-    raw = next(m for m in line if f" {host} " in m).encode()
-    assert limit - 2 <= len(raw) <= limit
-    assert raw.endswith("é".encode())
+    raw = next(m for m in line if f" {host} " in m)
+    assert len(raw.encode()) <= limit
+    body = json.loads(parse_5424(raw)["msg"])
+    assert body["mail_integrity"]["truncated"] is True
+    assert body["blob"].startswith("éé") and body["blob"].endswith("éx") and "…" in body["blob"]
 
 
 @needs_rsyslog
