@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import json
 import os
 import re
 import shutil
@@ -95,7 +96,7 @@ def _cert(
     return builder.sign(issuer[1] if issuer else key, hashes.SHA256())
 
 
-def make_pki(directory: Path) -> Pki:
+def make_pki(directory: Path, client_name: str = "mi-client") -> Pki:
     """Write a CA, a server and a client certificate (EC P-256) into ``directory``."""
     directory.mkdir(parents=True, exist_ok=True)
     ca_key = ec.generate_private_key(ec.SECP256R1())
@@ -114,10 +115,10 @@ def make_pki(directory: Path) -> Pki:
     )
     cli_key = ec.generate_private_key(ec.SECP256R1())
     cli_cert = _cert(
-        "mi-client",
+        client_name,
         cli_key,
         ("mi-test-ca", ca_key),
-        sans=[x509.DNSName("mi-client")],
+        sans=[x509.DNSName(client_name)],
         usage=ExtendedKeyUsageOID.CLIENT_AUTH,
     )
     other_key = ec.generate_private_key(ec.SECP256R1())
@@ -223,7 +224,7 @@ def parse_5424(line: str) -> dict[str, Any]:
     out["sd"] = sd
     msg = rest[1:] if rest.startswith(" ") else rest
     out["msg"] = msg.removeprefix("\ufeff")
-    out["bom"] = msg.startswith("\ufeff")
+    out["bom"] = msg.startswith("\ufeff")  # 0.1 sent one; now there is none
     return out
 
 
@@ -240,10 +241,21 @@ input(type="imudp" address="127.0.0.1" port="{udp}")
 input(type="imtcp" address="127.0.0.1" port="{tcp}" name="tcp")
 input(type="imtcp" address="127.0.0.1" port="{tls}" name="tls"
       streamDriver.name="gtls" streamDriver.mode="1" streamDriver.authMode="{auth}")
+module(load="mmpstrucdata")
+module(load="mmjsonparse")
 template(name="raw" type="string" string="%rawmsg%\\n")
 template(name="meta" type="string" string="%inputname% %fromhost-ip% %pri% %msgid%\\n")
+template(name="parsed" type="string" string="%$!all-json%\\n")
 action(type="omfile" file="{out}" template="raw")
 action(type="omfile" file="{meta}" template="meta")
+# what a SIEM pipeline gets: SD via mmpstrucdata, MSG via mmjsonparse with no cookie
+action(type="mmpstrucdata")
+action(type="mmjsonparse" cookie="")
+if $parsesuccess == "OK" then {{
+    action(type="omfile" file="{parsed}" template="parsed")
+}} else {{
+    action(type="omfile" file="{rejected}" template="raw")
+}}
 """
 
 
@@ -259,6 +271,8 @@ class Rsyslog:
         self.tls_port = free_port()
         self.out = directory / "messages.log"
         self.meta_out = directory / "meta.log"
+        self.parsed_out = directory / "parsed.json"
+        self.rejected_out = directory / "rejected.log"
         self.conf = directory / "rsyslog.conf"
         self.pidfile = directory / "rsyslogd.pid"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -277,6 +291,8 @@ class Rsyslog:
                 auth=auth,
                 out=self.out,
                 meta=self.meta_out,
+                parsed=self.parsed_out,
+                rejected=self.rejected_out,
             )
         )
 
@@ -332,6 +348,20 @@ class Rsyslog:
             return []
         text = self.out.read_bytes().decode("utf-8", errors="strict")
         return text.splitlines()
+
+    def parsed(self) -> list[dict[str, Any]]:
+        """What mmpstrucdata + mmjsonparse (empty cookie) made of each message that parsed:
+        the JSON body's fields at the top, the SD under ``rfc5424-sd``."""
+        if not self.parsed_out.exists():
+            return []
+        lines = self.parsed_out.read_bytes().decode("utf-8", errors="strict").splitlines()
+        return [json.loads(line) for line in lines]
+
+    def rejected(self) -> list[str]:
+        """Raw messages mmjsonparse could not parse (the 0.1 BOM made every one land here)."""
+        if not self.rejected_out.exists():
+            return []
+        return self.rejected_out.read_bytes().decode("utf-8", errors="replace").splitlines()
 
     def meta(self) -> list[str]:
         """Per message: input name, sender IP, PRI and MSGID as rsyslog saw them."""
