@@ -241,12 +241,10 @@ class SyslogNg:
         self.parsed_out = directory / "parsed.json"
         self.rejected_out = directory / "rejected.log"
         self.conf = directory / "syslog-ng.conf"
-        self.conf.write_text(
-            _SYSLOG_NG_CONF.format(
-                tcp=self.tcp_port, udp=self.udp_port,
-                parsed=self.parsed_out, rejected=self.rejected_out,
-            )  # fmt: skip
+        conf = _SYSLOG_NG_CONF.format(
+            tcp=self.tcp_port, udp=self.udp_port, parsed=self.parsed_out, rejected=self.rejected_out
         )
+        self.conf.write_text(conf)
         self.proc: subprocess.Popen[bytes] | None = None
 
     def url(self, transport: str) -> str:

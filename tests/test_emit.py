@@ -187,7 +187,7 @@ def test_secret_finding_adds_no_content():
         "severity", "dataset", "rule", "id", "name", "file", "path", "mode", "message", "host",
         "log", "syslog", "code", "labels", "attribute", "before", "after", "alert", "change",
         "finding", "mail_integrity.finding", "emerg", "crit", "err", emit.ECS_VERSION,
-        "module", "mail_integrity", "alert_state", "new", "category", "ruleset",
+        "module", "mail_integrity", "alert_state", "new", "ruleset",
         "mail-integrity", "directory", "attributes_modified", "permissions",
     }  # fmt: skip
     from_finding = {f.path, f.rule, f.message, "mode", "0600", "0644", "high", HOST,
