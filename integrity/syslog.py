@@ -391,6 +391,29 @@ def attempts_within(window: float, low: float, high: float, *, after: float = 0.
     return count
 
 
+def dropped_event(count: int, worst: int, hostname: str) -> tuple[str, dict[str, Any]]:
+    """(severity, ECS body) of the "dropped N messages" event; ``worst`` is a rank."""
+    severity = "high" if worst >= Severity.HIGH.rank else "medium"
+    text = f"syslog outbox was full: dropped {count} messages (lowest severity first)"
+    body = {
+        "@timestamp": format_timestamp(datetime.now(UTC)),
+        "ecs": {"version": ECS_VERSION},
+        "event": {
+            "kind": "event",
+            "category": ["host"],
+            "type": ["info"],
+            "action": "dropped",
+            "severity": Severity(severity).rank + 1,
+            "module": "mail_integrity",
+            "dataset": "mail_integrity.sender",
+        },
+        "message": text,
+        "host": {"name": hostname},
+        "labels": {"dropped": str(count), "worst_dropped": str(list(Severity)[worst])},
+    }
+    return severity, body
+
+
 # --- targets --------------------------------------------------------------------------
 
 
@@ -720,24 +743,7 @@ class SyslogSender:
         count, worst = box.counter("dropped_pending"), box.counter("dropped_rank")
         box.set_counter("dropped_pending", 0)
         box.set_counter("dropped_rank", 0)
-        severity = "high" if worst >= Severity.HIGH.rank else "medium"
-        text = f"syslog outbox was full: dropped {count} messages (lowest severity first)"
-        body = {
-            "@timestamp": format_timestamp(datetime.now(UTC)),
-            "event": {
-                "kind": "event",
-                "category": ["host"],
-                "type": ["info"],
-                "action": "dropped",
-                "severity": Severity(severity).rank + 1,
-                "module": "mail_integrity",
-                "dataset": "mail_integrity.sender",
-            },
-            "message": text,
-            "host": {"name": self.hostname},
-            "labels": {"dropped": str(count), "worst_dropped": str(list(Severity)[worst])},
-            "ecs": {"version": ECS_VERSION},
-        }
+        severity, body = dropped_event(count, worst, self.hostname)
         params = {"dropped": str(count), "host": self.hostname, "severity": severity}
         # exempt from the cap: reporting a drop must not cause another (at most one extra row)
         rank = Severity(severity).rank
