@@ -126,7 +126,7 @@ def _ecs_flat(tag: str) -> dict[str, dict[str, object]] | None:
     if proc.returncode != 0:
         return None
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C parser is 10x faster
-    data: dict[str, dict[str, object]] = yaml.load(proc.stdout, Loader=loader)  # noqa: S506
+    data: dict[str, dict[str, object]] = yaml.load(proc.stdout, Loader=loader)
     return data
 
 
