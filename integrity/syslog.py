@@ -275,7 +275,7 @@ def render_json(body: Mapping[str, Any]) -> str:
 # --- fitting a message into the size limit --------------------------------------------
 
 #: Shrinking steps: every string longer than this many characters is cut in the middle.
-_CUTS = (1024, 256, 96, 32)
+_CUTS = (1024, 256, 96, 32, 12)
 #: What is kept of the body when cutting values is not enough (top-level keys).
 _ESSENTIAL = ("@timestamp", "event", "rule", "file", "host", "ecs")
 #: SD params kept in that case.
@@ -284,17 +284,31 @@ TRUNCATED = {"mail_integrity": {"truncated": True}}
 
 
 def shorten(value: Any, cut: int) -> Any:
-    """Every string leaf longer than ``cut`` characters as its head, ``…``, and its tail."""
+    """Every string leaf whose wire form is longer than ``cut`` characters as its head,
+    ``…``, and its tail, such that the wire form of the result has at most ``cut``."""
     if isinstance(value, str):
-        if len(value) <= cut:
+        units = [_wire_char(c) for c in value]
+        if sum(map(len, units)) <= cut:
             return value
-        head = (cut - 1) // 2
-        return value[:head] + "…" + value[len(value) - (cut - 1 - head) :]
+        room = cut - 1
+        head = _fitting(units, (room + 1) // 2)
+        tail = _fitting(units[head:][::-1], room - sum(map(len, units[:head])))
+        return value[:head] + "…" + (value[len(value) - tail :] if tail else "")
     if isinstance(value, Mapping):
         return {k: shorten(v, cut) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [shorten(v, cut) for v in value]
     return value
+
+
+def _fitting(units: list[str], room: int) -> int:
+    """How many of ``units``, from the start, fit in ``room`` characters."""
+    used = count = 0
+    for unit in units:
+        if used + len(unit) > room:
+            break
+        used, count = used + len(unit), count + 1
+    return count
 
 
 def _merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
@@ -347,7 +361,8 @@ def fit_message(
             if len(out) <= limit:
                 return out
     # a pathological header (a huge hostname): the JSON still stays whole
-    return build([(sd_id, {}) for sd_id, _ in sd[-1:]], render_json(TRUNCATED))
+    bare = [(sd_id, {"truncated": "true"} if sd_id == own else params) for sd_id, params in sd]
+    return build(bare, render_json(TRUNCATED))
 
 
 def truncate_utf8(data: bytes, limit: int) -> bytes:

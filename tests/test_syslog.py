@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import random
@@ -27,20 +28,26 @@ from integrity.syslog import (
     SD_ID,
     SyslogSender,
     Target,
+    attempts_within,
     backoff_delay,
     facility_code,
+    fit_message,
     format_message,
     format_sd,
     frame,
     parse_url,
     pri,
+    render_json,
     sequence_id,
     tls_context,
     truncate_utf8,
     utf8_safe,
+    wire_bytes,
     wire_text,
 )
+from tests import rfc5424
 from tests.rsyslog_harness import Rsyslog, available, free_port, make_pki, parse_5424
+from tests.siem_harness import Tap
 
 TS = datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
 FAST = {"backoff": (0.05, 0.5), "confirm_hold": 0.05, "connect_timeout": 2.0}
@@ -613,3 +620,161 @@ def test_tls_client_certificate(tmp_path, senders):
         sender.send("high", "MI-CC", {}, {})
         assert _from("cc")(server.wait_for(lambda m: len(m) == 1))[0]["msgid"] == "MI-CC"
         assert sender.flush(2)
+
+
+# --- issue 9: one wire form, messages that fit, framing, enterprise number, backoff --------
+
+
+@settings(deadline=None)  # shared CI machines stall; correctness, not speed
+@given(st.binary(max_size=300))
+def test_wire_form_of_a_name_gives_back_its_bytes(raw):
+    """Any file name (any bytes) has one printable wire form that decodes to those bytes."""
+    shown = wire_text(os.fsdecode(raw))
+    assert shown.isprintable()
+    assert wire_bytes(shown) == raw
+
+
+@pytest.mark.parametrize(
+    ("raw", "shown"),
+    [
+        (b"a\x1b[31mb", "a\\x1b[31mb"),
+        (b"cr\rlf\n", "cr\\x0dlf\\x0a"),
+        (b"back\\slash", "back\\\\slash"),
+        (b"lit\\x41", "lit\\\\x41"),  # a literal backslash-x is not a byte escape
+        ("rtl\u202e".encode(), "rtl\\xe2\\x80\\xae"),
+        ("ok é ü".encode(), "ok é ü"),
+    ],
+)
+def test_wire_form_examples(raw, shown):
+    """Controls, bidi overrides and bad bytes as ``\\xNN``; a backslash doubled; UTF-8 kept."""
+    assert wire_text(os.fsdecode(raw)) == shown
+
+
+def _build(sd: list[tuple[str, dict[str, str]]], msg: str) -> bytes:
+    return format_message(pri=82, timestamp=TS, hostname="mx1.example.org",
+                          app_name="mail-integrity", procid="42", msgid="MI-FILE-ADDED",
+                          sd=sd, msg=msg)  # fmt: skip
+
+
+@settings(deadline=None, max_examples=60)
+@given(
+    path=st.text(max_size=3000),
+    words=st.lists(st.text(max_size=500), max_size=8),
+    limit=st.integers(min_value=480, max_value=9000),
+)
+def test_fit_message_always_gives_whole_json_under_the_limit(path, words, limit):
+    """Whatever the values and the limit, the message fits, passes the strict RFC 5424
+    check with one whole JSON document, and says when it was shrunk."""
+    sd = [(SD_ID, {"path": path, "rule": "MI-FILE-ADDED"}), ("meta", {"sequenceId": "9"})]
+    labels = {f"k{i}": w for i, w in enumerate(words)}
+    body = {"@timestamp": "2024-05-06T07:08:09.123456Z", "file": {"path": path},
+            "message": " ".join(words), "labels": labels}  # fmt: skip
+    out = fit_message(_build, sd, body, limit)
+    assert len(out) <= limit
+    msg = rfc5424.check(out)
+    full = _build(sd, render_json(body))
+    if len(full) <= limit:
+        assert out == full
+    else:
+        assert msg["json"]["mail_integrity"]["truncated"] is True
+        assert msg["sd"][SD_ID]["truncated"] == "true"
+
+
+def test_fit_message_keeps_head_and_tail_of_a_long_path():
+    """A 600-character path in a 2048-byte datagram keeps its start and its file name."""
+    path = "/etc/mail/" + "d" * 300 + "/" + "e" * 280 + "/evil.cf"
+    sd = [(SD_ID, {"path": path}), ("meta", {"sequenceId": "1"})]
+    body = {"file": {"path": path, "directory": path.rsplit("/", 1)[0], "name": "evil.cf"},
+            "message": f"new file {path}", "labels": {"fix": f"accept {path}"}}  # fmt: skip
+    out = rfc5424.check(fit_message(_build, sd, body, 2048))
+    shown = out["json"]["file"]["path"]
+    assert shown.startswith("/etc/mail/ddd") and shown.endswith("/evil.cf") and "…" in shown
+    assert out["json"]["file"]["name"] == "evil.cf"
+
+
+def test_enterprise_number_names_the_sd_id(tmp_path, senders):
+    """The configured enterprise number makes the SD-ID; a bad one is a config error."""
+    box = str(tmp_path / "o.db")
+    sender = senders(_dead_url(), outbox_path=box, enterprise_number="12345.6")
+    sender.send("info", "MI-X", {"k": "v"}, {})
+    (data,) = _query(box, "SELECT data FROM outbox")[0]
+    assert set(rfc5424.check(bytes(data))["sd"]) == {"mi@12345.6", "meta"}
+    with pytest.raises(ConfigError, match="enterprise_number"):
+        senders(_dead_url(), outbox_path=None, enterprise_number="acme")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "reason"),
+    [({"framing": "lf"}, "framing"), ({"udp_max_size": 100}, "udp_max_size"),
+     ({"udp_max_size": 70_000}, "udp_max_size")],
+)  # fmt: skip
+def test_sender_rejects_bad_wire_settings(senders, kwargs, reason):
+    """Unknown framings and UDP sizes outside 480..65507 are refused with a config error."""
+    with pytest.raises(ConfigError, match=reason):
+        senders(_dead_url(), outbox_path=None, **kwargs)
+
+
+def test_udp_messages_are_shrunk_to_the_configured_size(tmp_path, senders):
+    """udp_max_size is the cap of every queued datagram; TCP keeps the 8 KiB cap."""
+    box = str(tmp_path / "o.db")
+    sender = senders(f"udp://127.0.0.1:{free_port(socket.SOCK_DGRAM)}", outbox_path=box,
+                     udp_max_size=600)  # fmt: skip
+    sender.send("high", "MI-X", {"path": "/p" * 400}, {"file": {"path": "/p" * 400}})
+    (data,) = _query(box, "SELECT data FROM outbox")[0]
+    assert len(data) <= 600
+    assert rfc5424.check(bytes(data))["json"]["mail_integrity"]["truncated"] is True
+
+
+def test_refusing_server_backoff_schedule_is_a_few_attempts_a_minute():
+    """With the default backoff (1 s doubling to 60 s, jitter at its shortest), a server
+    that always drops us sees at most 2 connection attempts a minute once the backoff has
+    grown (after 3 minutes), and few before: not one a second forever (issue 9)."""
+    assert attempts_within(60.0, 1.0, 60.0, after=180.0) <= 2
+    assert attempts_within(60.0, 1.0, 60.0, after=3600.0) <= 2
+    assert attempts_within(180.0, 1.0, 60.0) <= 13
+    rnd = random.Random(1)
+    for attempt in range(12):  # the schedule's shortest delay is backoff_delay's floor
+        shortest = max(1.0, min(60.0, 2.0**attempt) / 2)
+        assert min(backoff_delay(attempt, 1.0, 60.0, rnd) for _ in range(300)) >= shortest
+
+
+@pytest.mark.slow
+def test_server_that_accepts_then_drops_sees_backoff_and_one_warning(senders):
+    """A server that accepts and drops every connection (like TLS refusing our certificate)
+    gets attempts spaced by the growing backoff, and the log says so once, not each time."""
+    tap = Tap(refuse=True)
+    try:
+        sender = senders(tap.url("tcp"), outbox_path=None, backoff=(0.05, 0.4))
+        sender.send("high", "MI-X", {}, {})
+        with capture_logs() as logs:
+            sender.start()
+            time.sleep(3.0)
+            sender.close(0.1)
+    finally:
+        tap.close()
+    times = tap.accepts
+    assert 3 <= len(times) <= attempts_within(3.1, 0.05, 0.4) + 1
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert all(g >= 0.4 / 2 * 0.9 for g in gaps[4:])  # capped: never faster than cap/2
+    warnings = [e for e in logs if e["log_level"] == "warning"]
+    assert len(warnings) == 1 and warnings[0]["event"] == "syslog connection lost"
+    assert not any(e["event"] == "syslog link up" for e in logs)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("framing", ["octet-counting", "newline"])
+def test_framing_on_the_wire(senders, framing):
+    """Octet counting by default; newline framing when configured; both strictly valid."""
+    tap = Tap()
+    try:
+        sender = senders(tap.url("tcp"), outbox_path=None, framing=framing)
+        sender.start()
+        for i in range(3):
+            sender.send("info", "MI-F", {"i": str(i)}, {"n": i, "text": "line\nbreak"})
+        assert sender.flush(5)
+    finally:
+        tap.close()
+    stream = b"".join(tap.streams)
+    split = rfc5424.split_newline if framing == "newline" else rfc5424.split_octet_counted
+    got = [rfc5424.check(m) for m in split(stream)]
+    assert [m["json"] for m in got] == [{"n": i, "text": "line\\x0abreak"} for i in range(3)]
