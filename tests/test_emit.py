@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import grp
 import json
 import logging
 import os
+import pwd
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -412,3 +414,87 @@ def test_failing_hook_does_not_break_logging(clean_logging, capsys):
     err = capsys.readouterr().err
     assert calls == [1]
     assert "inotify overflow hook failed" in err and WATCHDOG_MESSAGE in err
+
+
+# --- issue 9: the file as it is when the event goes out --------------------------------
+
+
+def _content(path: str, after: str = "blake3:bb") -> Finding:
+    return _finding(path=path, rule="MI-SECRET-CHANGED", severity=Severity.MEDIUM,
+                    message="secret content changed", attribute="content",
+                    before="blake3:aa", after=after)  # fmt: skip
+
+
+def test_observed_file_gives_live_ecs_fields_and_hashes(tmp_path):
+    """A changed file's event has its owner *name*, string uid/gid, current mode, size,
+    inode, times, and SHA-256 (ECS) + BLAKE3 (ours) of the new content, not the content."""
+    import hashlib
+
+    import blake3
+
+    secret = b"AuthInfo: P:hunter2-very-secret\n"
+    (tmp_path / "etc").mkdir()
+    target = tmp_path / "etc/authinfo"
+    target.write_bytes(secret)
+    os.chmod(target, 0o640)
+    f = _content("/etc/authinfo")
+    seen = emit.observe(str(tmp_path), f)
+    assert seen is not None
+    _, _, sd, body = finding_event(f, host=HOST, seen=seen)
+    st_ = target.stat()
+    assert body["file"] == {
+        "path": "/etc/authinfo", "name": "authinfo", "directory": "/etc", "type": "file",
+        "mode": "0640", "uid": str(st_.st_uid), "gid": str(st_.st_gid),
+        "owner": pwd.getpwuid(st_.st_uid).pw_name, "group": grp.getgrgid(st_.st_gid).gr_name,
+        "size": len(secret), "inode": str(st_.st_ino),
+        "mtime": body["file"]["mtime"], "ctime": body["file"]["ctime"],
+        "hash": {"sha256": hashlib.sha256(secret).hexdigest()},
+    }  # fmt: skip
+    assert body["file"]["mtime"].startswith(str(datetime.fromtimestamp(st_.st_mtime, UTC).year))
+    assert body["mail_integrity"]["hash"] == {"blake3": blake3.blake3(secret).hexdigest()}
+    text = render_json(body) + json.dumps(sd)
+    assert "hunter2" not in text and "AuthInfo" not in text
+
+
+def test_no_hash_for_what_did_not_change_or_is_not_a_regular_file(tmp_path):
+    """Only content findings and new files are read; symlinks and FIFOs never are."""
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc/cf").write_text("x\n")
+    (tmp_path / "etc/link").symlink_to(tmp_path / "etc/cf")
+    os.mkfifo(tmp_path / "etc/fifo")
+    mode = _finding(path="/etc/cf", attribute="mode", before=0o644, after=0o664)
+    assert emit.observe(str(tmp_path), mode).sha256 is None  # type: ignore[union-attr]
+    for name in ("link", "fifo"):  # opening the FIFO would block: it must not be opened
+        seen = emit.observe(str(tmp_path), _content(f"/etc/{name}"))
+        assert seen is not None and seen.sha256 is None and seen.blake3 is None
+    link = finding_event(_content("/etc/link"), host=HOST,
+                         seen=emit.observe(str(tmp_path), _content("/etc/link")))[3]  # fmt: skip
+    assert link["file"]["type"] == "symlink"
+    assert link["file"]["target_path"] == str(tmp_path / "etc/cf")
+    assert emit.observe(str(tmp_path), _content("/etc/gone")) is None
+
+
+def test_resolved_event_shows_the_live_mode(tmp_path):
+    """A resolved mode finding reports the mode the file has now, not the bad one."""
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc/cf").write_text("x\n")
+    os.chmod(tmp_path / "etc/cf", 0o644)
+    f = _finding(path="/etc/cf", attribute="mode", before=0o644, after=0o666)
+    body = resolved_event(f, host=HOST, seen=emit.observe(str(tmp_path), f))[3]
+    assert body["file"]["mode"] == "0644" and body["labels"]["after"] == "0666"
+
+
+@pytest.mark.parametrize(
+    ("rule", "name", "category"),
+    [
+        ("MI-SETID-ADDED", "Setid added", "permissions"),
+        ("MI-FILE-REPLACED-BY-SYMLINK", "File replaced by symlink", "file integrity"),
+        ("MI-POSTFIX-OPEN-RELAY", "Postfix open relay", "mail configuration"),
+        ("MI-BASELINE-SIGNATURE-INVALID", "Baseline signature invalid", "monitor integrity"),
+        ("MI-NEWAREA-THING", "Newarea thing", "file integrity"),
+    ],
+)
+def test_rule_name_and_category(rule, name, category):
+    """rule.name is a short name made from the id (not the id again); rule.category by area."""
+    assert emit.rule_fields(rule) == {"id": rule, "name": name, "category": category,
+                                      "ruleset": "mail-integrity"}  # fmt: skip

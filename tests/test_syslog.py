@@ -23,6 +23,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
+from integrity.config import load_config
 from integrity.errors import ConfigError, IOFailure
 from integrity.syslog import (
     SD_ID,
@@ -778,3 +779,39 @@ def test_framing_on_the_wire(senders, framing):
     split = rfc5424.split_newline if framing == "newline" else rfc5424.split_octet_counted
     got = [rfc5424.check(m) for m in split(stream)]
     assert [m["json"] for m in got] == [{"n": i, "text": "line\\x0abreak"} for i in range(3)]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("", ("octet-counting", 2048, "32473", None)),
+        ('framing = "newline"\nudp_max_size = 1400\nenterprise_number = 12345\n'
+         'hostname = "mx1.example.org"\n', ("newline", 1400, "12345", "mx1.example.org")),
+        ('enterprise_number = "12345.7"\n', ("octet-counting", 2048, "12345.7", None)),
+    ],
+)  # fmt: skip
+def test_config_syslog_wire_keys(tmp_path, text, expected):
+    """[syslog] framing, udp_max_size, enterprise_number and hostname load with defaults."""
+    path = tmp_path / "c.toml"
+    path.write_text("[syslog]\n" + text)
+    s = load_config(str(path)).syslog
+    assert (s.framing, s.udp_max_size, s.enterprise_number, s.hostname) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ('framing = "lf"\n', "framing must be octet-counting or newline"),
+        ("udp_max_size = 100\n", "udp_max_size must be 480..65507"),
+        ('udp_max_size = "big"\n', "udp_max_size must be a int"),
+        ("udp_max_size = true\n", "udp_max_size must be a int"),
+        ('enterprise_number = "acme"\n', "enterprise_number must be digits"),
+    ],
+)
+def test_config_bad_syslog_wire_keys(tmp_path, text, reason):
+    """A bad wire setting is one line naming the file and the key."""
+    path = tmp_path / "c.toml"
+    path.write_text("[syslog]\n" + text)
+    with pytest.raises(ConfigError) as exc:
+        load_config(str(path))
+    assert str(path) in exc.value.message and reason in exc.value.message
