@@ -231,9 +231,14 @@ log {{ source(s_mi); destination(d_rejected); }};
 
 
 class SyslogNg:
-    """One private syslog-ng in the foreground on loopback (see the module docstring)."""
+    """One private syslog-ng in the foreground on loopback (see the module docstring).
 
-    def __init__(self, directory: Path) -> None:
+    ``config``: another configuration to run instead (a shipped recipe), listening on
+    ``tcp_ports``; ``udp`` is then not used."""
+
+    def __init__(
+        self, directory: Path, config: str | None = None, tcp_ports: list[int] | None = None
+    ) -> None:
         self.dir = directory
         directory.mkdir(parents=True, exist_ok=True)
         self.tcp_port = free_port()
@@ -241,10 +246,15 @@ class SyslogNg:
         self.parsed_out = directory / "parsed.json"
         self.rejected_out = directory / "rejected.log"
         self.conf = directory / "syslog-ng.conf"
-        conf = _SYSLOG_NG_CONF.format(
-            tcp=self.tcp_port, udp=self.udp_port, parsed=self.parsed_out, rejected=self.rejected_out
-        )
-        self.conf.write_text(conf)
+        self.tcp_ports, self.udp_ports = [self.tcp_port], [self.udp_port]
+        if config is None:
+            config = _SYSLOG_NG_CONF.format(
+                tcp=self.tcp_port, udp=self.udp_port,
+                parsed=self.parsed_out, rejected=self.rejected_out,
+            )  # fmt: skip
+        else:
+            self.tcp_ports, self.udp_ports = tcp_ports or [], []
+        self.conf.write_text(config)
         self.proc: subprocess.Popen[bytes] | None = None
 
     def url(self, transport: str) -> str:
@@ -265,7 +275,7 @@ class SyslogNg:
         self.proc = subprocess.Popen(argv, env=env, stdout=log, stderr=log, cwd=d)
         log.close()
         deadline = time.monotonic() + timeout
-        while not listening([self.tcp_port], [self.udp_port]):
+        while not listening(self.tcp_ports, self.udp_ports):
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.stop()
                 raise RuntimeError(f"syslog-ng did not start: {self.stderr()[-2000:]}")
