@@ -39,7 +39,7 @@ from structlog import dev, processors, stdlib, tracebacks
 
 from integrity import scanner
 from integrity.model import Actor, FileRecord, FileType, Finding, ScanWarning, Severity
-from integrity.syslog import ECS_VERSION, LEVELS, format_timestamp
+from integrity.wire import ECS_VERSION, LEVELS, format_timestamp
 
 VALUE_MAX = 256  # before/after values, in characters
 ACTIONS = ("finding", "realert", "resolved", "attribution")

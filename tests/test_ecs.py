@@ -13,7 +13,8 @@ import pytest
 from integrity import emit
 from integrity.emit import Observed, observe
 from integrity.model import Finding, Severity
-from integrity.syslog import ECS_VERSION, dropped_event
+from integrity.syslog import dropped_event
+from integrity.wire import ECS_VERSION
 from tests.ecs_check import load_table, problems
 
 HOST = "mx1.example.org"

@@ -30,7 +30,7 @@ from integrity.emit import (
     resolved_event,
 )
 from integrity.model import Finding, Severity
-from integrity.syslog import (
+from integrity.wire import (
     SD_ID,
     format_message,
     format_sd,

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from syslog_rfc5424_parser import SyslogMessage  # type: ignore[import-untyped]
 
-from integrity.syslog import wire_bytes
+from integrity.wire import wire_bytes
 from tests import ecs_check, rfc5424, rsyslog_harness
 from tests.rsyslog_harness import Rsyslog, parse_5424
 from tests.siem_harness import SyslogNg, Tap, Watch, sandbox_host, syslog_ng_available, wait_until

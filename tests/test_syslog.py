@@ -26,21 +26,23 @@ from structlog.testing import capture_logs
 from integrity.config import load_config
 from integrity.errors import ConfigError, IOFailure
 from integrity.syslog import (
-    SD_ID,
     SyslogSender,
     Target,
     attempts_within,
     backoff_delay,
+    parse_url,
+    sequence_id,
+    tls_context,
+)
+from integrity.wire import (
+    SD_ID,
     facility_code,
     fit_message,
     format_message,
     format_sd,
     frame,
-    parse_url,
     pri,
     render_json,
-    sequence_id,
-    tls_context,
     truncate_utf8,
     utf8_safe,
     wire_bytes,
