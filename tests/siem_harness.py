@@ -30,9 +30,10 @@ from integrity.demo import build_sandbox
 from tests.rsyslog_harness import free_port, listening
 
 REPO = Path(__file__).resolve().parent.parent
-SYSLOG_NG_ROOT = Path(
-    os.environ.get("MAIL_INTEGRITY_SYSLOGNG", "/var/cache/mail-integrity-tests/syslog-ng")
-) / "root"
+SYSLOG_NG_ROOT = (
+    Path(os.environ.get("MAIL_INTEGRITY_SYSLOGNG", "/var/cache/mail-integrity-tests/syslog-ng"))
+    / "root"
+)
 SYSLOG_NG = SYSLOG_NG_ROOT / "usr/sbin/syslog-ng"
 
 
