@@ -53,13 +53,16 @@ HASH_MAX = 1 << 30  # file.hash.sha256 only for files up to 1 GiB (read at emit 
 #: ``event.action`` of a finding: Elastic's file-integrity vocabulary, by what changed.
 #: A resolved finding is ``resolved`` (docs/siem.md lists the vocabulary).
 #: Attributes whose change is ``attributes_modified``; content, type and link target
-#: changes are ``updated``; a changed meaning of the mail configuration is ``config_change``.
+#: changes are ``updated``; a changed meaning of the mail configuration (or of the units,
+#: loader and PAM stacks under it) is ``config_change``.
 METADATA_ATTRIBUTES = frozenset(
     {"mode", "uid", "gid", "owner", "group", "acl", "caps", "xattrs", "selinux", "flags"}
     | {"size", "mtime_ns", "ctime_ns", "inode", "nlink"}
 )
 
 MTA_AREAS = ("SENDMAIL", "POSTFIX", "EXIM", "DOVECOT", "ALIAS", "FORWARD")
+#: The ground under the MTA (issue 14): systemd units, the dynamic loader, PAM stacks.
+SYSTEM_AREAS = ("UNIT", "LOADER", "PAM")
 
 #: ``rule.category`` by the area part of the rule id (``MI-<AREA>-...``).
 _AREAS = {
@@ -67,6 +70,7 @@ _AREAS = {
     "XATTR FLAGS PARENT ENFORCED EXPECT",
     "file integrity": "BINARY PACKAGE CONTENT METADATA MAP GENERATED FILE TYPE LINK",
     "mail configuration": " ".join(MTA_AREAS),
+    "system configuration": " ".join(SYSTEM_AREAS) + " TLS",
     "monitor integrity": "BASELINE SELF SYSLOG HEARTBEAT LIFECYCLE",
 }
 RULE_CATEGORIES = {area: cat for cat, areas in _AREAS.items() for area in areas.split()}
@@ -182,7 +186,7 @@ def file_action(f: Finding) -> str:
     kind = _kind(f)
     if kind != "change":
         return {"creation": "created", "deletion": "deleted"}[kind]
-    if _area(f.rule) in MTA_AREAS:
+    if _area(f.rule) in MTA_AREAS + SYSTEM_AREAS:
         return "config_change"
     attributes = set(f.attribute.split(","))
     return "attributes_modified" if attributes <= METADATA_ATTRIBUTES else "updated"
