@@ -228,3 +228,32 @@ def test_shipped_syslog_ng_receiver_with_mutual_tls(tmp_path):
     assert seqs == list(range(1, len(seqs) + 1))
     assert len(_lines(logs / f"{MONITOR}.log")) == len(bodies)
     assert not (logs / "unparsed.log").exists()
+
+
+@pytest.mark.skipif(
+    not rsyslog_harness.available() or not DEBIAN_RSYSLOG_CONF.exists(),
+    reason="rsyslog (with Debian's stock /etc/rsyslog.conf) missing",
+)
+def test_shipped_receiver_and_dropin_validate_under_debians_stock_config(tmp_path):
+    """Installed as documented (both files in /etc/rsyslog.d/ of a stock Debian rsyslog),
+    `rsyslogd -N1` accepts the whole configuration: no clash with the stock globals."""
+    pki = make_pki(tmp_path / "pki")
+    dropins = tmp_path / "rsyslog.d"
+    dropins.mkdir()
+    receiver = (DOCS / "rsyslog-receiver.conf").read_text()
+    for old, new in [
+        ("/etc/rsyslog-tls/ca.pem", str(pki.ca)),
+        ("/etc/rsyslog-tls/server.pem", str(pki.server_cert)),
+        ("/etc/rsyslog-tls/server.key", str(pki.server_key)),
+    ]:
+        receiver = receiver.replace(old, new)
+    (dropins / "60-mail-integrity.conf").write_text(receiver)
+    (dropins / "10-mail-integrity.conf").write_text(
+        (DOCS / "rsyslog-debian-dropin.conf").read_text()
+    )
+    conf = tmp_path / "rsyslog.conf"
+    conf.write_text(DEBIAN_RSYSLOG_CONF.read_text().replace("/etc/rsyslog.d/", f"{dropins}/"))
+    check = subprocess.run([RSYSLOGD, "-N1", "-f", str(conf)], capture_output=True, timeout=60)
+    out = check.stderr.decode(errors="replace")
+    assert check.returncode == 0 and "error" not in out.lower(), out
+    assert "End of config validation run" in out
