@@ -301,8 +301,9 @@ class Rsyslog:
         port = {"udp": self.udp_port, "tcp": self.tcp_port, "tls": self.tls_port}[transport]
         return f"{transport}://127.0.0.1:{port}"
 
-    def start(self, timeout: float = 10.0) -> None:
-        """Start rsyslogd (again) on the same ports; return once all three listen."""
+    def start(self, timeout: float = 30.0) -> None:
+        """Start rsyslogd (again) on the same ports; return once all three listen (a shared
+        CI machine under load can take seconds to start it)."""
         if self.proc is not None:
             return
         self.pidfile.unlink(missing_ok=True)

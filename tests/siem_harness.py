@@ -262,7 +262,7 @@ class SyslogNg:
         port = self.udp_port if transport == "udp" else self.tcp_port
         return f"{transport}://127.0.0.1:{port}"
 
-    def start(self, timeout: float = 10.0) -> None:
+    def start(self, timeout: float = 30.0) -> None:
         r = SYSLOG_NG_ROOT
         libs = [r / "usr/lib/syslog-ng", r / "usr/lib/x86_64-linux-gnu", r / "lib/x86_64-linux-gnu"]
         env = {**os.environ, "LD_LIBRARY_PATH": ":".join(map(str, libs))}
