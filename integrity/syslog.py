@@ -73,7 +73,15 @@ from integrity.wire import (
     frame,
     pri,
 )
+
+# the format moved to integrity.wire; these names stay importable from here (0.1 callers)
+from integrity.wire import LEVELS as LEVELS
+from integrity.wire import SD_ID as SD_ID
 from integrity.wire import facility_code as facility_code  # the daemon's import
+from integrity.wire import format_sd as format_sd
+from integrity.wire import utf8_safe as utf8_safe
+from integrity.wire import wire_bytes as wire_bytes
+from integrity.wire import wire_text as wire_text
 
 log = structlog.get_logger(__name__)
 

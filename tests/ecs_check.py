@@ -2,7 +2,8 @@
 
 Every leaf of the nested body must be a field of the table with a value of its ECS type;
 ``labels.*`` are keyword values; fields under ``mail_integrity.*`` must be rows of the
-table too (our documented custom namespace), so nothing unknown slips through.
+table too (our documented custom namespace), and so must the few Auditbeat names who-data
+uses where ECS has none (``user.audit.*``, ``auditd.*``), so nothing unknown slips through.
 """
 
 from __future__ import annotations
@@ -29,8 +30,13 @@ class Field:
         return self.type.startswith("custom:")
 
     @property
+    def auditbeat(self) -> bool:
+        """Not ECS: Auditbeat's name for what ECS lacks (who-data: login uid, session)."""
+        return self.type.startswith("auditbeat:")
+
+    @property
     def base_type(self) -> str:
-        return self.type.removeprefix("custom:")
+        return self.type.rpartition(":")[2]
 
 
 def load_table(path: Path = TABLE) -> tuple[dict[str, Field], dict[str, tuple[str, ...]]]:

@@ -6,13 +6,14 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from integrity import emit
 from integrity.emit import Observed, observe
-from integrity.model import Finding, Severity
+from integrity.model import Actor, Finding, Severity
 from integrity.syslog import dropped_event
 from integrity.wire import ECS_VERSION
 from tests.ecs_check import load_table, problems
@@ -39,16 +40,24 @@ def _findings(tmp_path: Path) -> list[tuple[Finding, Observed | None]]:
                     "smtpd_relay_restrictions", "a", "b")  # fmt: skip
     owner = Finding("/etc/main.cf", "MI-OWNER-CHANGED", Severity.CRITICAL, "owner",
                     "owner", "root(0)", "nobody(65534)")  # fmt: skip
+    who = Actor(
+        uid=1001, user="bob", euid=0, euser="root", auid=1000, auser="alice", pid=11, ppid=10,
+        exe="/usr/bin/chmod", comm="chmod", args=("chmod", "0664", "x"), tty="pts0",
+        session=3, event_id="1700000000.123:42", syscall="fchmodat",
+    )  # fmt: skip
+    by = replace(owner, actor=who)
+    nobody = replace(content, actor=Actor(reason="kernel audit is disabled"))
     root = str(tmp_path)
     out: list[tuple[Finding, Observed | None]] = []
-    for f in (added, content, relink, removed, relay, owner):
+    for f in (added, content, relink, removed, relay, owner, by, nobody):
         out += [(f, None), (f, observe(root, f))]
     return out
 
 
 def test_every_event_is_valid_ecs(tmp_path):
-    """Findings (new, re-sent, resolved), heartbeat, lifecycle, baseline and drop events
-    use only ECS fields of the right types, or our documented mail_integrity.* fields."""
+    """Findings (new, re-sent, resolved, attributed late; with and without who-data),
+    heartbeat, lifecycle, baseline, drop and who-data events use only ECS fields of the
+    right types, our documented mail_integrity.* fields, or the table's Auditbeat names."""
     bodies = []
     for f, seen in _findings(tmp_path):
         for action in emit.ACTIONS:
@@ -58,6 +67,7 @@ def test_every_event_is_valid_ecs(tmp_path):
     bodies += [emit.lifecycle_event(p, host=HOST, version="0.1")[3] for p in ("start", "stop")]
     bodies.append(emit.baseline_event("init", generation=1, digest="d", signer="", host=HOST)[3])
     bodies.append(dropped_event(7, 0, HOST)[1])
+    bodies.append(emit.whodata_event("MI-WHODATA-UNAVAILABLE", "no CAP_AUDIT_READ", host=HOST)[3])
     for body in bodies:
         assert problems(body) == [], body
         assert body["ecs"]["version"] == ECS_VERSION
@@ -141,8 +151,9 @@ def test_table_matches_the_official_schema(tag):
         pytest.skip(f"no elastic/ecs clone with tag {tag} at {ECS_REPO}")
     fields, expected = load_table()
     for name, spec in fields.items():
-        if spec.custom:
-            assert name.startswith("mail_integrity."), name
+        if spec.custom or spec.auditbeat:
+            prefixes = ("mail_integrity.",) if spec.custom else ("auditd.", "user.audit.")
+            assert name.startswith(prefixes), name
             assert name not in flat
             continue
         official = flat[name]
