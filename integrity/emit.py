@@ -71,7 +71,7 @@ _AREAS = {
     "file integrity": "BINARY PACKAGE CONTENT METADATA MAP GENERATED FILE TYPE LINK",
     "mail configuration": " ".join(MTA_AREAS),
     "system configuration": " ".join(SYSTEM_AREAS) + " TLS",
-    "monitor integrity": "BASELINE SELF SYSLOG HEARTBEAT LIFECYCLE WHODATA",
+    "monitor integrity": "BASELINE SELF SYSLOG HEARTBEAT LIFECYCLE WHODATA WATCH",
 }
 RULE_CATEGORIES = {area: cat for cat, areas in _AREAS.items() for area in areas.split()}
 
