@@ -88,7 +88,10 @@ def start(base: Path, root: Path, profiles: Path, url: str, extra: str = "",
 
 
 def action_of(msg: dict[str, object]) -> str:
-    return str(json.loads(str(msg["msg"]))["event"]["action"])
+    """finding, realert or resolved: ``mail_integrity.alert_state`` since issue 9 gave
+    ``event.action`` Elastic's file vocabulary (created, attributes_modified...)."""
+    state = json.loads(str(msg["msg"])).get("mail_integrity", {}).get("alert_state", "")
+    return "finding" if state == "new" else str(state)
 
 
 def count(lines: list[str], msgid: str, action: str = "finding") -> int:
