@@ -7,7 +7,9 @@ check queue and spool entries for exposure, and say what the live state violates
 from __future__ import annotations
 
 import glob
+import json
 import os
+import posixpath
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
@@ -99,17 +101,107 @@ def _add_target(
     if role in CHILD_ROLES:
         plan.child_dirs.append(Target(path, rule, role))
     elif rule.recursive and rule.pattern == path:
+        rules = _DirRules(policy)
         for item in scanner.walk(root, path):
             if isinstance(item, ScanWarning):
                 plan.warnings.append(item)
                 continue
-            sub = policy.rule_for(item)
-            if sub is None:
+            if item in plan.targets:
+                continue
+            found = rules.lookup(item)
+            if found is None:
                 continue  # ignored by the directory's `ignore` (its name or a parent's)
-            role = sub.role
-            if lean_ids is not None and id(sub) not in lean_ids:
-                sub = None  # a made-up entry rule: nothing in it the collector needs
-            plan.targets.setdefault(item, Target(item, sub, role))
+            sub, role = found
+            if sub is None and lean_ids is None:
+                sub = policy.rule_for(item)  # the entry rule itself, for state checks
+            plan.targets[item] = Target(item, sub, role)
+
+
+class _DirRules:
+    """``policy.rule_for`` for walked entries, worked out once per directory.
+
+    A walk asks about every entry; the exact rules of a directory, the globs that can
+    reach it, its recursive ancestor and whether an ignored name hides it are the same
+    for all its entries. ``lookup`` gives ``(own rule, its role)``, ``(None, entry_role)``
+    for an entry of a recursive directory, or None when no rule covers the path: the same
+    answers as ``Policy.rule_for`` (tests/test_snapshot_plan.py checks it path by path).
+    """
+
+    _MAX = 65536
+
+    def __init__(self, policy: Policy) -> None:
+        exact = {r.pattern: r for r in policy.rules if not r.is_glob}  # later profile wins
+        self._exact: dict[str, dict[str, Rule]] = {}
+        for pattern, rule in exact.items():
+            self._exact.setdefault(posixpath.dirname(pattern), {})[pattern] = rule
+        self._globs = [(_literal_prefix(r.pattern), r) for r in reversed(policy.rules) if r.is_glob]
+        self._dirs: dict[str, _DirInfo] = {}
+
+    def lookup(self, path: str) -> tuple[Rule | None, Role] | None:
+        directory, _, name = path.rpartition("/")
+        info = self._info(directory or "/")
+        own = info.own(path)
+        if own is not None:
+            return own, own.role
+        if info.top_rule is None or info.hidden or info.top_rule.ignores(name):
+            return None
+        return None, info.top_rule.entry_role
+
+    def own(self, path: str) -> Rule | None:
+        directory = posixpath.dirname(path)
+        return self._info(directory).own(path)
+
+    def _info(self, directory: str) -> _DirInfo:
+        info = self._dirs.get(directory)
+        if info is None:
+            if len(self._dirs) >= self._MAX:
+                self._dirs.clear()  # bounded memory; recomputing is cheap
+            info = self._dirs[directory] = self._make(directory)
+        return info
+
+    def _make(self, directory: str) -> _DirInfo:
+        base = directory if directory.endswith("/") else directory + "/"
+        globs = tuple(
+            rule for prefix, rule in self._globs
+            if base.startswith(prefix) or prefix.startswith(base)
+        )  # fmt: skip
+        info = _DirInfo(self._exact.get(directory, {}), globs)
+        own = self.own(directory) if directory != "/" else self._info_root_own()
+        if own is not None and own.recursive:
+            info.top, info.top_rule = directory, own
+        elif directory != "/":
+            parent = self._info(posixpath.dirname(directory))
+            info.top, info.top_rule = parent.top, parent.top_rule
+        if info.top_rule is not None and info.top_rule.ignore and directory != info.top:
+            below = directory[len(info.top) :].strip("/").split("/")
+            info.hidden = any(info.top_rule.ignores(n) for n in below)
+        return info
+
+    def _info_root_own(self) -> Rule | None:
+        rule = self._exact.get("/", {}).get("/")
+        if rule is not None:
+            return rule
+        return next((r for p, r in self._globs if "/".startswith(p) and r.matches("/")), None)
+
+
+@dataclass(slots=True)
+class _DirInfo:
+    exact: dict[str, Rule]
+    globs: tuple[Rule, ...]
+    top: str = ""
+    top_rule: Rule | None = None
+    hidden: bool = False
+
+    def own(self, path: str) -> Rule | None:
+        rule = self.exact.get(path)
+        if rule is not None:
+            return rule
+        return next((r for r in self.globs if r.matches(path)), None)
+
+
+def _literal_prefix(pattern: str) -> str:
+    cut = min((pattern.index(c) for c in "*?[" if c in pattern), default=len(pattern))
+    return pattern[:cut]
 
 
 def _ignored(path: str, rule: Rule) -> bool:
@@ -189,7 +281,6 @@ def stream_drift(
     recognised by its canonical record JSON and dropped at once.
     """
     from integrity.compare import diff_records
-    from integrity.store import record_json
 
     names = scanner.IdNames(root)
     out = Drift(warnings=list(plan.warnings))
@@ -227,7 +318,7 @@ def stream_drift(
             continue
         rec = scan(target)
         target = next(it, None)
-        if rec is not None and record_json(rec) == record:
+        if rec is not None and same_record(rec, record):
             continue  # the common case: nothing moved
         old = _parse(path, record)
         if rec is None or diff_records(old, rec, role):
@@ -243,9 +334,28 @@ def stream_drift(
     return out
 
 
-def _parse(path: str, record: str) -> FileRecord:
-    import json
+def same_record(rec: FileRecord, record: str) -> bool:
+    """Whether ``rec`` is the record stored as ``record`` (canonical JSON), unchanged.
 
+    Parsing the stored text and comparing values costs a third of writing ``rec`` out as
+    canonical JSON and comparing text, with the same answer: both sides are the same
+    JSON values. A record with analyzer facts is compared as text (facts may hold tuples,
+    which JSON turns into lists).
+    """
+    if rec.facts is not None:
+        from integrity.store import record_json
+
+        return record_json(rec) == record
+    try:
+        stored = json.loads(record)
+    except ValueError:
+        return False
+    row = rec.to_row()
+    del row["path"]
+    return bool(stored == row)
+
+
+def _parse(path: str, record: str) -> FileRecord:
     from integrity.errors import BaselineCorruptError
 
     try:
