@@ -251,11 +251,20 @@ def _escapes_root(root: str, full: str, seen: dict[str, bool] | None = None) -> 
     directory = os.path.dirname(full)
     if seen is not None and directory in seen:
         return seen[directory]
-    parent = os.path.realpath(directory)
-    escapes = os.path.commonpath([real_root, parent]) != real_root
+    above, name = os.path.split(directory)
+    if seen is not None and seen.get(above) is False and name not in ("", ".", ".."):
+        # inside a directory known to stay in the root: only this one step can leave it
+        escapes = os.path.islink(directory) and _leaves(real_root, directory)
+    else:
+        escapes = _leaves(real_root, directory)
     if seen is not None and len(seen) < 65536:
         seen[directory] = escapes
     return escapes
+
+
+def _leaves(real_root: str, directory: str) -> bool:
+    parent = os.path.realpath(directory)
+    return os.path.commonpath([real_root, parent]) != real_root
 
 
 @functools.lru_cache(maxsize=16)

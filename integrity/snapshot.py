@@ -10,7 +10,7 @@ import glob
 import json
 import os
 import posixpath
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 
 from integrity import analyzers, scanner
@@ -475,17 +475,70 @@ def state_findings(snap: Snapshot) -> list[Finding]:
     """Everything the live state violates, with no baseline (init and audit)."""
     out = list(snap.child_findings)
     for path, rec in snap.records.items():
-        target = snap.plan.targets[path]
-        if path in snap.plan.parents:
-            out.extend(check_parent(rec))
-            continue
-        out.extend(check_state(rec, target.rule, target.role))
-        out.extend(assess_facts(rec, target.rule))
-        if target.role != Role.DIRECTORY or rec.ftype != FileType.DIR:
-            continue
-        out.extend(check_parent(rec))
+        out.extend(_record_state(rec, snap.plan.targets[path], path in snap.plan.parents))
     out.extend(_postfix_services(snap))
     return dedupe(out)
+
+
+def _record_state(rec: FileRecord, target: Target, parent: bool) -> list[Finding]:
+    """What one record violates on its own (``parent``: an ancestor of monitored paths)."""
+    if parent:
+        return check_parent(rec)
+    out = check_state(rec, target.rule, target.role)
+    out.extend(assess_facts(rec, target.rule))
+    if target.role == Role.DIRECTORY and rec.ftype == FileType.DIR:
+        out.extend(check_parent(rec))
+    return out
+
+
+@dataclass(slots=True)
+class StateScan:
+    """What a streamed snapshot keeps while its records go to the store: no records."""
+
+    findings: list[Finding] = field(default_factory=list)
+    warnings: list[ScanWarning] = field(default_factory=list)
+    scanned: int = 0
+
+
+def stream_snapshot(
+    root: str, policy: Policy, out: StateScan, *, progress: Progress | None = None
+) -> Iterator[tuple[FileRecord, Role]]:
+    """``snapshot`` + ``state_findings`` one record at a time, in path (bytes) order.
+
+    For init: each (record, role) is yielded to be written and then dropped; ``out``
+    gathers the findings and warnings, complete once the iterator is exhausted. Only
+    the plan (lean) and records carrying analyzer facts (judged together at the end) stay
+    in memory, whatever the size of the tree.
+    """
+    plan = make_plan(root, policy, lean=True)
+    names = scanner.IdNames(root)
+    out.warnings.extend(plan.warnings)
+    with_facts: dict[str, FileRecord] = {}
+    dirs: set[str] = set()
+    for target in sorted(plan.targets.values(), key=lambda t: os.fsencode(t.path)):
+        parent = target.path in plan.parents
+        if target.rule is None and not parent:
+            target = Target(target.path, policy.rule_for(target.path), target.role)
+        rec, warning = collect_target(root, target, names)
+        if warning:
+            out.warnings.append(warning)
+        if progress:
+            progress(1)
+        if rec is None:
+            continue
+        out.scanned += 1
+        out.findings.extend(_record_state(rec, target, parent))
+        if rec.facts is not None:
+            with_facts[target.path] = rec
+        if rec.ftype == FileType.DIR:
+            dirs.add(target.path)
+        yield rec, target.role
+    findings = out.findings
+    for t in plan.child_dirs:
+        if t.path in dirs:
+            findings.extend(_check_children(root, t, names, out.warnings, progress))
+    findings.extend(_postfix_services(Snapshot(with_facts, {}, [], [], plan)))
+    out.findings = dedupe(findings)
 
 
 def _postfix_services(snap: Snapshot) -> list[Finding]:

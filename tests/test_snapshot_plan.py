@@ -66,7 +66,7 @@ def test_dir_rules_match_rule_for_on_every_path(tmp_path: Path) -> None:
     root = _tree(tmp_path)
     policy = _policy()
     rules = _DirRules(policy)
-    paths = _all_paths(root) + ["/", "/etc", "/nowhere/x"]
+    paths = [*_all_paths(root), "/", "/etc", "/nowhere/x"]
     for path in sorted(paths):
         assert rules.lookup(path) == _expected(policy, path), path
 
