@@ -17,7 +17,7 @@ from integrity import analyzers, scanner
 from integrity.compare import NO_CONTENT
 from integrity.judge import assess_facts, check_child, check_parent, check_state
 from integrity.model import FileRecord, FileType, Finding, Role, ScanWarning
-from integrity.policy import Policy, Rule
+from integrity.policy import Expect, Policy, Rule
 
 Progress = Callable[[int], None]
 #: roles whose directory entries are checked one by one but never recorded
@@ -108,13 +108,10 @@ def _add_target(
                 continue
             if item in plan.targets:
                 continue
-            found = rules.lookup(item)
+            found = rules.lookup(item, full=lean_ids is None)
             if found is None:
                 continue  # ignored by the directory's `ignore` (its name or a parent's)
-            sub, role = found
-            if sub is None and lean_ids is None:
-                sub = policy.rule_for(item)  # the entry rule itself, for state checks
-            plan.targets[item] = Target(item, sub, role)
+            plan.targets[item] = Target(item, *found)
 
 
 class _DirRules:
@@ -137,15 +134,24 @@ class _DirRules:
         self._globs = [(_literal_prefix(r.pattern), r) for r in reversed(policy.rules) if r.is_glob]
         self._dirs: dict[str, _DirInfo] = {}
 
-    def lookup(self, path: str) -> tuple[Rule | None, Role] | None:
+    def lookup(self, path: str, *, full: bool = False) -> tuple[Rule | None, Role] | None:
+        """``full``: the entry rule itself (as ``rule_for`` makes it), not None."""
         directory, _, name = path.rpartition("/")
         info = self._info(directory or "/")
         own = info.own(path)
         if own is not None:
             return own, own.role
-        if info.top_rule is None or info.hidden or info.top_rule.ignores(name):
+        top = info.top_rule
+        if top is None or info.hidden or top.ignores(name):
             return None
-        return None, info.top_rule.entry_role
+        if not full:
+            return None, top.entry_role
+        entry = Rule(
+            pattern=path, role=top.entry_role, profile=top.profile,
+            expect=top.children or Expect(), optional=True, ignore=top.ignore,
+            note=f"entry below {info.top}", origin=top.origin,
+        )  # fmt: skip
+        return entry, entry.role
 
     def own(self, path: str) -> Rule | None:
         directory = posixpath.dirname(path)
@@ -512,13 +518,15 @@ def stream_snapshot(
     """
     plan = make_plan(root, policy, lean=True)
     names = scanner.IdNames(root)
+    rules = _DirRules(policy)
     out.warnings.extend(plan.warnings)
     with_facts: dict[str, FileRecord] = {}
     dirs: set[str] = set()
     for target in sorted(plan.targets.values(), key=lambda t: os.fsencode(t.path)):
         parent = target.path in plan.parents
         if target.rule is None and not parent:
-            target = Target(target.path, policy.rule_for(target.path), target.role)
+            found = rules.lookup(target.path, full=True)  # the entry rule, one at a time
+            target = Target(target.path, *found) if found else target
         rec, warning = collect_target(root, target, names)
         if warning:
             out.warnings.append(warning)

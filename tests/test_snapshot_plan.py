@@ -69,6 +69,9 @@ def test_dir_rules_match_rule_for_on_every_path(tmp_path: Path) -> None:
     paths = [*_all_paths(root), "/", "/etc", "/nowhere/x"]
     for path in sorted(paths):
         assert rules.lookup(path) == _expected(policy, path), path
+        full = rules.lookup(path, full=True)
+        want = policy.rule_for(path)
+        assert (full and full[0]) == want, path
 
 
 @pytest.mark.slow
