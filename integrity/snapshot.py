@@ -6,10 +6,13 @@ check queue and spool entries for exposure, and say what the live state violates
 
 from __future__ import annotations
 
+import fnmatch
+import functools
 import glob
 import json
 import os
 import posixpath
+import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 
@@ -142,7 +145,7 @@ class _DirRules:
         if own is not None:
             return own, own.role
         top = info.top_rule
-        if top is None or info.hidden or top.ignores(name):
+        if top is None or info.hidden or (info.ignore is not None and info.ignore(name)):
             return None
         if not full:
             return None, top.entry_role
@@ -178,9 +181,11 @@ class _DirRules:
         elif directory != "/":
             parent = self._info(posixpath.dirname(directory))
             info.top, info.top_rule = parent.top, parent.top_rule
-        if info.top_rule is not None and info.top_rule.ignore and directory != info.top:
-            below = directory[len(info.top) :].strip("/").split("/")
-            info.hidden = any(info.top_rule.ignores(n) for n in below)
+        if info.top_rule is not None and info.top_rule.ignore:
+            info.ignore = _ignore_matcher(info.top_rule.ignore)
+            if directory != info.top:
+                below = directory[len(info.top) :].strip("/").split("/")
+                info.hidden = any(info.top_rule.ignores(n) for n in below)
         return info
 
     def _info_root_own(self) -> Rule | None:
@@ -190,6 +195,12 @@ class _DirRules:
         return next((r for p, r in self._globs if "/".startswith(p) and r.matches("/")), None)
 
 
+@functools.lru_cache(maxsize=64)
+def _ignore_matcher(patterns: tuple[str, ...]) -> Callable[[str], object]:
+    """``Rule.ignores`` as one compiled regex (fnmatchcase is translate + match)."""
+    return re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in patterns)).match
+
+
 @dataclass(slots=True)
 class _DirInfo:
     exact: dict[str, Rule]
@@ -197,6 +208,7 @@ class _DirInfo:
     top: str = ""
     top_rule: Rule | None = None
     hidden: bool = False
+    ignore: Callable[[str], object] | None = None
 
     def own(self, path: str) -> Rule | None:
         rule = self.exact.get(path)
