@@ -70,3 +70,44 @@ def test_same_record_with_tuple_facts_matches_its_stored_lists() -> None:
     """Facts holding tuples still equal their stored JSON (lists): no false drift."""
     live = _rec(facts={"pairs": (("a", 1),)})
     assert same_record(live, record_json(live))
+
+
+@pytest.mark.slow
+@ROOT_ONLY
+def test_verify_reuses_facts_of_unchanged_content_and_parses_changed(
+    sendmail_root: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unchanged /etc/aliases is not parsed again; an edited one is, and the edit shows."""
+    import dataclasses
+    import shutil
+
+    from integrity import snapshot as snapshot_mod
+
+    root = tmp_path / "root"
+    shutil.copytree(sendmail_root, root, symlinks=True)
+    opts = api.Options(root=str(root), db=str(tmp_path / "b.db"), packages=False)
+    api.init(opts)
+    parsed: list[int] = []
+    real_get = snapshot_mod.analyzers.get
+
+    def counting_get(name: str):  # type: ignore[no-untyped-def]
+        found = real_get(name)
+        if found is None or name != "aliases":
+            return found
+
+        def parse(text: str):  # type: ignore[no-untyped-def]
+            parsed.append(len(text))
+            return found.parse(text)
+
+        return dataclasses.replace(found, parse=parse)
+
+    monkeypatch.setattr(snapshot_mod.analyzers, "get", counting_get)
+    assert api.verify(opts, record_run=False).changed == 0
+    assert parsed == []
+    aliases = root / "etc/aliases"
+    aliases.write_text(aliases.read_text() + "mi_speed_x: /tmp/mi_speed_file\n")
+    rep = api.verify(opts, record_run=False)
+    assert parsed and rep.changed >= 1
+    assert ("MI-ALIAS-FILE-ADDED", "alias:mi_speed_x") in {
+        (f.rule, f.attribute) for f in rep.findings if f.path == "/etc/aliases"
+    }
