@@ -43,6 +43,7 @@ class Sample:
     rss_mib: float
     rc: int
     load: float = 0.0  # 1-minute load average just before the run
+    cpu: float = 0.0  # user + system seconds (all threads): less load-bound than wall
 
 
 @dataclass(slots=True)
@@ -110,7 +111,7 @@ def timed(argv: Sequence[str], *, capture: bool = False) -> tuple[Sample, str]:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     with tempfile.NamedTemporaryFile("r", suffix=".rss") as out:
         if Path(TIME).exists():
-            wrapped = [TIME, "-f", "%M", "-o", out.name, *argv]
+            wrapped = [TIME, "-f", "%U %S\n%M", "-o", out.name, *argv]
         else:
             wrapped = [sys.executable, "-c", _RUSAGE_WRAPPER, out.name, *argv]
         load = os.getloadavg()[0]
@@ -120,8 +121,10 @@ def timed(argv: Sequence[str], *, capture: bool = False) -> tuple[Sample, str]:
             cwd=REPO, env=env,
         )  # fmt: skip
         wall = time.perf_counter() - start
-        kib = parse_rss(Path(out.name).read_text())
-    return Sample(wall, kib / 1024, proc.returncode, load), proc.stdout or ""
+        text = Path(out.name).read_text()
+    return Sample(wall, parse_rss(text) / 1024, proc.returncode, load, parse_cpu(text)), (
+        proc.stdout or ""
+    )
 
 
 _RUSAGE_WRAPPER = (
@@ -136,6 +139,15 @@ def parse_rss(text: str) -> int:
     """KiB from /usr/bin/time's output file (last line; a signal note may precede it)."""
     lines = [ln for ln in text.strip().splitlines() if ln.strip().isdigit()]
     return int(lines[-1]) if lines else 0
+
+
+def parse_cpu(text: str) -> float:
+    """User + system seconds from the ``%U %S`` line of /usr/bin/time; 0.0 when absent."""
+    for line in text.splitlines():
+        m = re.fullmatch(r"\s*(\d+\.\d+) (\d+\.\d+)\s*", line)
+        if m:
+            return float(m.group(1)) + float(m.group(2))
+    return 0.0
 
 
 def check(sample: Sample, limit: int, what: str) -> Sample:
@@ -349,11 +361,17 @@ def cell(r: Row, phase: str) -> str:
     return f"{fmt(r.median(phase))} ({spread[0]:.2f}-{spread[1]:.2f})"
 
 
+def cpu(r: Row) -> str:
+    """Median user + system seconds of the verify/check runs."""
+    spent = [s.cpu for s in r.verify if s.cpu > 0]
+    return f"{statistics.median(spent):.2f}" if spent else "-"
+
+
 def table(results: Sequence[TreeResult]) -> list[str]:
     out = [
-        "| tree | tool | workers | init s | verify/check s | init max RSS MiB "
-        "| verify/check max RSS MiB | load 1m |",
-        "|---|---|---|---:|---:|---:|---:|---:|",
+        "| tree | tool | workers | init s | verify/check s | verify/check CPU s "
+        "| init max RSS MiB | verify/check max RSS MiB | load 1m |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for res in results:
         for r in res.rows:
@@ -361,7 +379,8 @@ def table(results: Sequence[TreeResult]) -> list[str]:
             load = "-" if loads is None else f"{loads[0]:.1f}-{loads[1]:.1f}"
             out.append(
                 f"| {res.name} | {r.tool} | {r.workers} | {cell(r, 'init')} | "
-                f"{cell(r, 'verify')} | {r.rss('init'):.0f} | {r.rss('verify'):.0f} | {load} |"
+                f"{cell(r, 'verify')} | {cpu(r)} | {r.rss('init'):.0f} | {r.rss('verify'):.0f} "
+                f"| {load} |"
             )
     return out
 

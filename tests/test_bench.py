@@ -193,6 +193,14 @@ def test_parse_rss(text: str, kib: int) -> None:
 
 
 @pytest.mark.parametrize(
+    ("text", "cpu"), [("0.50 0.25\n1234\n", 0.75), ("1234\n", 0.0), ("", 0.0)]
+)
+def test_parse_cpu(text: str, cpu: float) -> None:
+    """CPU seconds are the user + system line of /usr/bin/time's output file."""
+    assert run_bench.parse_cpu(text) == cpu
+
+
+@pytest.mark.parametrize(
     ("output", "entries"),
     [("Root prefix: /x\n\nNumber of entries:\t21275\n", 21275), ("nothing", 0)],
 )
@@ -220,6 +228,7 @@ def test_timed_measures_rss_and_exit_code() -> None:
     assert sample.rc == 3
     assert sample.rss_mib >= 64
     assert sample.wall > 0
+    assert sample.cpu > 0
 
 
 @pytest.mark.parametrize(
