@@ -429,6 +429,13 @@ def verdicts(results: Sequence[TreeResult]) -> list[str]:
         if check_limit is not None:
             line += f": target <= {check_limit}x {_verdict(med, check_limit)}"
         out.append(line)
+        cpu_ours, cpu_aide = cpu(ours), cpu(aide2)
+        if cpu_ours != "-" and cpu_aide != "-":
+            out.append(
+                f"- {res.name}: verify CPU {cpu_ours} s = "
+                f"{float(cpu_ours) / float(cpu_aide):.2f}x AIDE -W 2 check CPU {cpu_aide} s "
+                "(user + system, medians; less bound to the load than wall time)"
+            )
         if floor is not None and floor.verify:
             fmed, flo, fhi = ratios(ours.verify, floor.verify)
             line = f"- {res.name}: verify = {fmed:.2f}x the b3sum floor (runs {flo:.2f}-{fhi:.2f})"
