@@ -22,12 +22,14 @@ from integrity.snapshot import (
     Drift,
     Progress,
     Snapshot,
+    StateScan,
     dedupe,
     make_plan,
     role_from,
     snapshot,
     state_findings,
     stream_drift,
+    stream_snapshot,
 )
 from integrity.store import Store
 from integrity.trust import SignKey, check_signature, package_triage, seal
@@ -103,18 +105,16 @@ def init(opts: Options, *, progress: Progress | None = None, sign: SignKey | Non
     """Build a new baseline; the report lists what the live state already violates."""
     root = _check_root(opts.root)
     policy = resolve_policy(root, opts.profiles, opts.profile_dirs)
-    snap = snapshot(root, policy, progress=progress)
     store = Store.open(opts.db, create=True, state_dir=opts.state_dir)
     try:
-        store.replace_baseline(snap.records.values(), {p: str(r) for p, r in snap.roles.items()})
+        scan = StateScan()  # records stream into the store; findings gather in scan
+        store.write_baseline(stream_snapshot(root, policy, scan, progress=progress))
         store.set_meta("root", root)
         store.set_meta("profiles", ",".join(policy.profiles))
         store.set_meta("host", hostname())
         if sign is not None:
             seal(store, sign)
-        report = Report(
-            findings=state_findings(snap), warnings=snap.warnings, scanned=len(snap.records)
-        )
+        report = Report(findings=scan.findings, warnings=scan.warnings, scanned=scan.scanned)
         report.header = _header(store, root, policy, "init")
         run = store.begin_run("init", root, policy.profiles, hostname())
         store.track_findings(run, report.findings)

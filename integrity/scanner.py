@@ -44,17 +44,6 @@ _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOATIME | os.O_
 _DIR_FLAGS = _READ_FLAGS | os.O_DIRECTORY
 _ID_FILE_MAX = 64 * 2**20  # a passwd/group file larger than this is not a passwd file
 
-_FTYPES = (
-    (stat.S_ISREG, FileType.FILE),
-    (stat.S_ISDIR, FileType.DIR),
-    (stat.S_ISLNK, FileType.SYMLINK),
-    (stat.S_ISFIFO, FileType.FIFO),
-    (stat.S_ISSOCK, FileType.SOCKET),
-    (stat.S_ISCHR, FileType.CHARDEV),
-    (stat.S_ISBLK, FileType.BLOCKDEV),
-)
-
-
 @dataclass(frozen=True, slots=True)
 class Collected:
     """What ``collect`` learned about a path that exists.
@@ -262,11 +251,20 @@ def _escapes_root(root: str, full: str, seen: dict[str, bool] | None = None) -> 
     directory = os.path.dirname(full)
     if seen is not None and directory in seen:
         return seen[directory]
-    parent = os.path.realpath(directory)
-    escapes = os.path.commonpath([real_root, parent]) != real_root
+    above, name = os.path.split(directory)
+    if seen is not None and seen.get(above) is False and name not in ("", ".", ".."):
+        # inside a directory known to stay in the root: only this one step can leave it
+        escapes = os.path.islink(directory) and _leaves(real_root, directory)
+    else:
+        escapes = _leaves(real_root, directory)
     if seen is not None and len(seen) < 65536:
         seen[directory] = escapes
     return escapes
+
+
+def _leaves(real_root: str, directory: str) -> bool:
+    parent = os.path.realpath(directory)
+    return os.path.commonpath([real_root, parent]) != real_root
 
 
 @functools.lru_cache(maxsize=16)
@@ -283,8 +281,19 @@ def _os_warning(path: str, exc: OSError) -> ScanWarning:
     return ScanWarning(path, os.strerror(exc.errno) if exc.errno else type(exc).__name__)
 
 
+_FTYPE_OF = {
+    stat.S_IFREG: FileType.FILE,
+    stat.S_IFDIR: FileType.DIR,
+    stat.S_IFLNK: FileType.SYMLINK,
+    stat.S_IFIFO: FileType.FIFO,
+    stat.S_IFSOCK: FileType.SOCKET,
+    stat.S_IFCHR: FileType.CHARDEV,
+    stat.S_IFBLK: FileType.BLOCKDEV,
+}
+
+
 def _ftype(mode: int) -> FileType:
-    return next((ft for test, ft in _FTYPES if test(mode)), FileType.UNKNOWN)
+    return _FTYPE_OF.get(stat.S_IFMT(mode), FileType.UNKNOWN)
 
 
 def _record(
@@ -630,7 +639,9 @@ def _statx_attributes(target: str | int) -> int | None:
     fn = _statx_fn()
     if fn is None:
         return None
-    buf = ctypes.create_string_buffer(256)
+    buf: ctypes.Array[ctypes.c_char] | None = getattr(_local, "statx", None)
+    if buf is None:
+        buf = _local.statx = ctypes.create_string_buffer(256)  # one per thread, reused
     flags = _AT_SYMLINK_NOFOLLOW | _AT_NO_AUTOMOUNT
     if isinstance(target, int):
         dirfd, name, flags = target, b"", flags | _AT_EMPTY_PATH

@@ -6,16 +6,21 @@ check queue and spool entries for exposure, and say what the live state violates
 
 from __future__ import annotations
 
+import fnmatch
+import functools
 import glob
+import json
 import os
-from collections.abc import Callable, Iterable
+import posixpath
+import re
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 
 from integrity import analyzers, scanner
 from integrity.compare import NO_CONTENT
 from integrity.judge import assess_facts, check_child, check_parent, check_state
-from integrity.model import FileRecord, FileType, Finding, Role, ScanWarning
-from integrity.policy import Policy, Rule
+from integrity.model import Facts, FileRecord, FileType, Finding, Role, ScanWarning
+from integrity.policy import Expect, Policy, Rule
 
 Progress = Callable[[int], None]
 #: roles whose directory entries are checked one by one but never recorded
@@ -99,17 +104,122 @@ def _add_target(
     if role in CHILD_ROLES:
         plan.child_dirs.append(Target(path, rule, role))
     elif rule.recursive and rule.pattern == path:
+        rules = _DirRules(policy)
         for item in scanner.walk(root, path):
             if isinstance(item, ScanWarning):
                 plan.warnings.append(item)
                 continue
-            sub = policy.rule_for(item)
-            if sub is None:
+            if item in plan.targets:
+                continue
+            found = rules.lookup(item, full=lean_ids is None)
+            if found is None:
                 continue  # ignored by the directory's `ignore` (its name or a parent's)
-            role = sub.role
-            if lean_ids is not None and id(sub) not in lean_ids:
-                sub = None  # a made-up entry rule: nothing in it the collector needs
-            plan.targets.setdefault(item, Target(item, sub, role))
+            plan.targets[item] = Target(item, *found)
+
+
+class _DirRules:
+    """``policy.rule_for`` for walked entries, worked out once per directory.
+
+    A walk asks about every entry; the exact rules of a directory, the globs that can
+    reach it, its recursive ancestor and whether an ignored name hides it are the same
+    for all its entries. ``lookup`` gives ``(own rule, its role)``, ``(None, entry_role)``
+    for an entry of a recursive directory, or None when no rule covers the path: the same
+    answers as ``Policy.rule_for`` (tests/test_snapshot_plan.py checks it path by path).
+    """
+
+    _MAX = 65536
+
+    def __init__(self, policy: Policy) -> None:
+        exact = {r.pattern: r for r in policy.rules if not r.is_glob}  # later profile wins
+        self._exact: dict[str, dict[str, Rule]] = {}
+        for pattern, rule in exact.items():
+            self._exact.setdefault(posixpath.dirname(pattern), {})[pattern] = rule
+        self._globs = [(_literal_prefix(r.pattern), r) for r in reversed(policy.rules) if r.is_glob]
+        self._dirs: dict[str, _DirInfo] = {}
+
+    def lookup(self, path: str, *, full: bool = False) -> tuple[Rule | None, Role] | None:
+        """``full``: the entry rule itself (as ``rule_for`` makes it), not None."""
+        directory, _, name = path.rpartition("/")
+        info = self._info(directory or "/")
+        own = info.own(path)
+        if own is not None:
+            return own, own.role
+        top = info.top_rule
+        if top is None or info.hidden or (info.ignore is not None and info.ignore(name)):
+            return None
+        if not full:
+            return None, top.entry_role
+        entry = Rule(
+            pattern=path, role=top.entry_role, profile=top.profile,
+            expect=top.children or Expect(), optional=True, ignore=top.ignore,
+            note=f"entry below {info.top}", origin=top.origin,
+        )  # fmt: skip
+        return entry, entry.role
+
+    def own(self, path: str) -> Rule | None:
+        directory = posixpath.dirname(path)
+        return self._info(directory).own(path)
+
+    def _info(self, directory: str) -> _DirInfo:
+        info = self._dirs.get(directory)
+        if info is None:
+            if len(self._dirs) >= self._MAX:
+                self._dirs.clear()  # bounded memory; recomputing is cheap
+            info = self._dirs[directory] = self._make(directory)
+        return info
+
+    def _make(self, directory: str) -> _DirInfo:
+        base = directory if directory.endswith("/") else directory + "/"
+        globs = tuple(
+            rule for prefix, rule in self._globs
+            if base.startswith(prefix) or prefix.startswith(base)
+        )  # fmt: skip
+        info = _DirInfo(self._exact.get(directory, {}), globs)
+        own = self.own(directory) if directory != "/" else self._info_root_own()
+        if own is not None and own.recursive:
+            info.top, info.top_rule = directory, own
+        elif directory != "/":
+            parent = self._info(posixpath.dirname(directory))
+            info.top, info.top_rule = parent.top, parent.top_rule
+        if info.top_rule is not None and info.top_rule.ignore:
+            info.ignore = _ignore_matcher(info.top_rule.ignore)
+            if directory != info.top:
+                below = directory[len(info.top) :].strip("/").split("/")
+                info.hidden = any(info.top_rule.ignores(n) for n in below)
+        return info
+
+    def _info_root_own(self) -> Rule | None:
+        rule = self._exact.get("/", {}).get("/")
+        if rule is not None:
+            return rule
+        return next((r for p, r in self._globs if "/".startswith(p) and r.matches("/")), None)
+
+
+@functools.lru_cache(maxsize=64)
+def _ignore_matcher(patterns: tuple[str, ...]) -> Callable[[str], object]:
+    """``Rule.ignores`` as one compiled regex (fnmatchcase is translate + match)."""
+    return re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in patterns)).match
+
+
+@dataclass(slots=True)
+class _DirInfo:
+    exact: dict[str, Rule]
+    globs: tuple[Rule, ...]
+    top: str = ""
+    top_rule: Rule | None = None
+    hidden: bool = False
+    ignore: Callable[[str], object] | None = None
+
+    def own(self, path: str) -> Rule | None:
+        rule = self.exact.get(path)
+        if rule is not None:
+            return rule
+        return next((r for r in self.globs if r.matches(path)), None)
+
+
+def _literal_prefix(pattern: str) -> str:
+    cut = min((pattern.index(c) for c in "*?[" if c in pattern), default=len(pattern))
+    return pattern[:cut]
 
 
 def _ignored(path: str, rule: Rule) -> bool:
@@ -189,7 +299,6 @@ def stream_drift(
     recognised by its canonical record JSON and dropped at once.
     """
     from integrity.compare import diff_records
-    from integrity.store import record_json
 
     names = scanner.IdNames(root)
     out = Drift(warnings=list(plan.warnings))
@@ -198,8 +307,15 @@ def stream_drift(
     it = iter(targets)
     target = next(it, None)
 
-    def scan(t: Target) -> FileRecord | None:
-        rec, warning = collect_target(root, t, names)
+    def scan(t: Target, record: str | None = None) -> FileRecord | None:
+        known = None
+        if record is not None and t.rule is not None and t.rule.analyzer:
+            try:
+                stored = json.loads(record)
+                known = stored.get("digest"), stored.get("facts")
+            except (ValueError, AttributeError):
+                known = None
+        rec, warning = collect_target(root, t, names, known)
         if warning:
             out.warnings.append(warning)
         if progress:
@@ -225,9 +341,9 @@ def stream_drift(
             out.baseline[path] = _parse(path, record)  # in the baseline, not planned
             out.roles[path] = role
             continue
-        rec = scan(target)
+        rec = scan(target, record)
         target = next(it, None)
-        if rec is not None and record_json(rec) == record:
+        if rec is not None and same_record(rec, record):
             continue  # the common case: nothing moved
         old = _parse(path, record)
         if rec is None or diff_records(old, rec, role):
@@ -243,9 +359,28 @@ def stream_drift(
     return out
 
 
-def _parse(path: str, record: str) -> FileRecord:
-    import json
+def same_record(rec: FileRecord, record: str) -> bool:
+    """Whether ``rec`` is the record stored as ``record`` (canonical JSON), unchanged.
 
+    Parsing the stored text and comparing values costs a third of writing ``rec`` out as
+    canonical JSON and comparing text, with the same answer: both sides are the same
+    JSON values. A record with analyzer facts is compared as text (facts may hold tuples,
+    which JSON turns into lists).
+    """
+    if rec.facts is not None:
+        from integrity.store import record_json
+
+        return record_json(rec) == record
+    try:
+        stored = json.loads(record)
+    except ValueError:
+        return False
+    row = rec.to_row()
+    del row["path"]
+    return bool(stored == row)
+
+
+def _parse(path: str, record: str) -> FileRecord:
     from integrity.errors import BaselineCorruptError
 
     try:
@@ -302,10 +437,18 @@ def _check_child_path(
 
 
 def collect_target(
-    root: str, target: Target, names: scanner.IdNames, *, user_max_hash: int | None = None
+    root: str,
+    target: Target,
+    names: scanner.IdNames,
+    known: tuple[str | None, Facts | None] | None = None,
+    *,
+    user_max_hash: int | None = None,
 ) -> tuple[FileRecord | None, ScanWarning | None]:
     """One path -> its record (with analyzer facts when the profile names an analyzer).
 
+    ``known``: the baseline's (digest, facts). Facts are a function of the content, so
+    when the bytes just read have that digest the analyzer is not run again (the aliases
+    of a big host: tens of ms and some MiB saved on every verify).
     ``user_max_hash`` (the daemon): see ``scanner.collect``.
     """
     rule, role = target.rule, target.role
@@ -324,7 +467,10 @@ def collect_target(
         return None, got
     rec = got.record
     if analyzer is not None and got.text is not None and role != Role.SECRET:
-        rec = replace(rec, facts=analyzer.parse(got.text.decode("utf-8", errors="replace")))
+        if known is not None and known[0] is not None and known[0] == rec.digest:
+            rec = replace(rec, facts=known[1])
+        else:
+            rec = replace(rec, facts=analyzer.parse(got.text.decode("utf-8", errors="replace")))
     elif analyzer is not None and rec.ftype == FileType.FILE and rec.digest is not None:
         got = replace(
             got,
@@ -365,17 +511,72 @@ def state_findings(snap: Snapshot) -> list[Finding]:
     """Everything the live state violates, with no baseline (init and audit)."""
     out = list(snap.child_findings)
     for path, rec in snap.records.items():
-        target = snap.plan.targets[path]
-        if path in snap.plan.parents:
-            out.extend(check_parent(rec))
-            continue
-        out.extend(check_state(rec, target.rule, target.role))
-        out.extend(assess_facts(rec, target.rule))
-        if target.role != Role.DIRECTORY or rec.ftype != FileType.DIR:
-            continue
-        out.extend(check_parent(rec))
+        out.extend(_record_state(rec, snap.plan.targets[path], path in snap.plan.parents))
     out.extend(_postfix_services(snap))
     return dedupe(out)
+
+
+def _record_state(rec: FileRecord, target: Target, parent: bool) -> list[Finding]:
+    """What one record violates on its own (``parent``: an ancestor of monitored paths)."""
+    if parent:
+        return check_parent(rec)
+    out = check_state(rec, target.rule, target.role)
+    out.extend(assess_facts(rec, target.rule))
+    if target.role == Role.DIRECTORY and rec.ftype == FileType.DIR:
+        out.extend(check_parent(rec))
+    return out
+
+
+@dataclass(slots=True)
+class StateScan:
+    """What a streamed snapshot keeps while its records go to the store: no records."""
+
+    findings: list[Finding] = field(default_factory=list)
+    warnings: list[ScanWarning] = field(default_factory=list)
+    scanned: int = 0
+
+
+def stream_snapshot(
+    root: str, policy: Policy, out: StateScan, *, progress: Progress | None = None
+) -> Iterator[tuple[FileRecord, Role]]:
+    """``snapshot`` + ``state_findings`` one record at a time, in path (bytes) order.
+
+    For init: each (record, role) is yielded to be written and then dropped; ``out``
+    gathers the findings and warnings, complete once the iterator is exhausted. Only
+    the plan (lean) and records carrying analyzer facts (judged together at the end) stay
+    in memory, whatever the size of the tree.
+    """
+    plan = make_plan(root, policy, lean=True)
+    names = scanner.IdNames(root)
+    rules = _DirRules(policy)
+    out.warnings.extend(plan.warnings)
+    with_facts: dict[str, FileRecord] = {}
+    dirs: set[str] = set()
+    for target in sorted(plan.targets.values(), key=lambda t: os.fsencode(t.path)):
+        parent = target.path in plan.parents
+        if target.rule is None and not parent:
+            found = rules.lookup(target.path, full=True)  # the entry rule, one at a time
+            target = Target(target.path, *found) if found else target
+        rec, warning = collect_target(root, target, names)
+        if warning:
+            out.warnings.append(warning)
+        if progress:
+            progress(1)
+        if rec is None:
+            continue
+        out.scanned += 1
+        out.findings.extend(_record_state(rec, target, parent))
+        if rec.facts is not None:
+            with_facts[target.path] = rec
+        if rec.ftype == FileType.DIR:
+            dirs.add(target.path)
+        yield rec, target.role
+    findings = out.findings
+    for t in plan.child_dirs:
+        if t.path in dirs:
+            findings.extend(_check_children(root, t, names, out.warnings, progress))
+    findings.extend(_postfix_services(Snapshot(with_facts, {}, [], [], plan)))
+    out.findings = dedupe(findings)
 
 
 def _postfix_services(snap: Snapshot) -> list[Finding]:

@@ -140,10 +140,14 @@ class _RowHasher:
     def add(self, path: bytes, role: str, record: str) -> None:
         # surrogateescape: a damaged (non-UTF-8) text column hashes as its raw bytes, so
         # it fails the checksum instead of raising
-        for part in (path, role.encode(errors="surrogateescape"),
-                     record.encode(errors="surrogateescape")):  # fmt: skip
-            self._h.update(len(part).to_bytes(8, "big"))
-            self._h.update(part)
+        rb = role.encode(errors="surrogateescape")
+        cb = record.encode(errors="surrogateescape")
+        self._h.update(  # one update per row, the same bytes as one per part
+            b"".join(
+                (len(path).to_bytes(8, "big"), path, len(rb).to_bytes(8, "big"), rb,
+                 len(cb).to_bytes(8, "big"), cb)
+            )
+        )  # fmt: skip
 
     def hexdigest(self) -> str:
         return "blake3:" + self._h.hexdigest()
@@ -594,7 +598,17 @@ class Store:
             yield bytes(row[0]), row[1], row[2]
 
     def current_digest(self) -> str:
-        return rows_digest(self.raw_rows())
+        """``rows_digest`` of the stored rows, streamed in path order (no copy in memory).
+
+        SQLite orders BLOBs as memcmp, the order of Python bytes, and the path is the
+        primary key: the same sequence ``rows_digest`` sorts into.
+        """
+        h = _RowHasher()
+        for path, role, record in self.db.execute(
+            "select path, role, record from files order by path"
+        ):
+            h.add(bytes(path), role, record)
+        return h.hexdigest()
 
     def load_baseline(
         self, *, keyed: bool = True
@@ -712,12 +726,28 @@ class Store:
 
     def replace_baseline(self, records: Iterable[FileRecord], roles: Mapping[str, str]) -> None:
         """Write a whole new baseline (init): old rows go, the generation goes up."""
+        self.write_baseline((r, roles.get(r.path, "")) for r in records)
+
+    def write_baseline(self, rows: Iterable[tuple[FileRecord, str]]) -> int:
+        """``replace_baseline`` for a stream of (record, role): one transaction, each row
+        written as it comes and then dropped (init of 100k files in bounded memory).
+        Returns the number of rows written."""
+        count = 0
+
+        def values() -> Iterator[tuple[bytes, str, str | None, int, str]]:
+            nonlocal count
+            for rec, role in rows:
+                count += 1
+                yield os.fsencode(rec.path), str(role), rec.digest, rec.mode, record_json(rec)
+
         with self.db.atomic():
             self.db.execute("delete from files")
-            self.db.table("files").insert_all(
-                (self._row(r, roles.get(r.path, "")) for r in records), batch_size=1000
+            self.db.conn.executemany(
+                "insert into files (path, role, digest, mode, record) values (?, ?, ?, ?, ?)",
+                values(),
             )
             self._seal()
+        return count
 
     def apply_changes(
         self,

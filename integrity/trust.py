@@ -8,8 +8,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from integrity.judge import Triage
+from integrity.model import FileRecord, PackageVerdict
+
+if TYPE_CHECKING:
+    from integrity.packages import PackageBackend
 from integrity.store import Store
 
 
@@ -88,9 +93,16 @@ def package_triage(root: str, enabled: bool = True) -> Triage | None:
     """The package manager's verdict on changed files under root, when there is one."""
     if not enabled:
         return None
-    from integrity import packages
+    found: list[PackageBackend | None] = []  # looked up on the first changed file only
 
-    backend = packages.detect_backend(root)
-    if backend is None:
-        return None
-    return lambda rec: packages.verdict(root, backend, rec)
+    def triage(rec: FileRecord) -> PackageVerdict | None:
+        from integrity import packages  # a verify with nothing changed never loads it
+
+        if not found:
+            found.append(packages.detect_backend(root))
+        backend = found[0]
+        if backend is None:
+            return None
+        return packages.verdict(root, backend, rec)
+
+    return triage

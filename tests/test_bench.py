@@ -193,6 +193,14 @@ def test_parse_rss(text: str, kib: int) -> None:
 
 
 @pytest.mark.parametrize(
+    ("text", "cpu"), [("0.50 0.25\n1234\n", 0.75), ("1234\n", 0.0), ("", 0.0)]
+)
+def test_parse_cpu(text: str, cpu: float) -> None:
+    """CPU seconds are the user + system line of /usr/bin/time's output file."""
+    assert run_bench.parse_cpu(text) == cpu
+
+
+@pytest.mark.parametrize(
     ("output", "entries"),
     [("Root prefix: /x\n\nNumber of entries:\t21275\n", 21275), ("nothing", 0)],
 )
@@ -220,23 +228,33 @@ def test_timed_measures_rss_and_exit_code() -> None:
     assert sample.rc == 3
     assert sample.rss_mib >= 64
     assert sample.wall > 0
+    assert sample.cpu > 0
 
 
 @pytest.mark.parametrize(
     ("ours", "aide", "ours_rss", "speed", "mem"),
-    [(1.0, 4.0, 10.0, "met", "met"), (3.0, 4.0, 10.0, "MISSED", "met"),
-     (1.0, 4.0, 99.0, "met", "MISSED")],
+    [(1.0, 4.0, 10.0, "met", "met"), (0.6, 2.0, 10.0, "MISSED by 20%", "met"),
+     (0.5, 2.0, 25.0, "met", "MISSED by 5 MiB")],
 )  # fmt: skip
 def test_verdicts(ours: float, aide: float, ours_rss: float, speed: str, mem: str) -> None:
-    """Speed target is verify <= 0.5x AIDE's 2-worker check; memory: verify RSS <= check's."""
+    """20k: verify <= 0.25x AIDE's 2-worker check, run by run; memory: verify RSS <= check's."""
     s = run_bench.Sample
     rows = [
         run_bench.Row("20000", "mail-integrity", "1", [s(1, 500, 0)], [s(ours, ours_rss, 0)]),
         run_bench.Row("20000", "AIDE 0.18", "2", [s(1, 20, 0)], [s(aide, 20, 0)]),
     ]
-    [line] = run_bench.verdicts([run_bench.TreeResult("20000", Path("/t"), {}, rows=rows)])
-    assert f"speed target (<= 0.5x) {speed}" in line
-    assert f"memory target {mem}" in line
+    lines = run_bench.verdicts([run_bench.TreeResult("20000", Path("/t"), {}, rows=rows)])
+    runs = f"(runs {ours / aide:.2f}-{ours / aide:.2f})"
+    assert f"AIDE -W 2 check {runs}: target <= 0.25x {speed}" in lines[0]
+    assert f"memory target {mem}" in lines[1]
+
+
+def test_ratios_pair_runs_of_the_same_round() -> None:
+    """Ratios are taken run by run (the tools took turns), then the median of those."""
+    s = run_bench.Sample
+    ours = [s(1.0, 1, 0), s(3.0, 1, 0), s(2.0, 1, 0)]
+    aide = [s(4.0, 1, 0), s(6.0, 1, 0), s(10.0, 1, 0)]
+    assert run_bench.ratios(ours, aide) == (0.25, 0.2, 0.5)
 
 
 @pytest.mark.slow
