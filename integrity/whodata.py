@@ -73,6 +73,9 @@ class Whodata:
         )
         self.checked: collections.OrderedDict[str, float] = collections.OrderedDict()
         self.reason = ""  # set: attribution unavailable, and why
+        #: (files, subtrees) the audit rules cover: a finding elsewhere (a queue entry, a
+        #: file new in a plain directory) has no record to wait for
+        self.covered: tuple[frozenset[str], tuple[str, ...]] | None = None
         self.reported: dict[str, float] = {}
         self.added: list[WatchRule] = []
         self.enabled_before: int | None = None
@@ -183,6 +186,11 @@ class Whodata:
             except OSError as exc:
                 if exc.errno != errno.EEXIST:
                     failed.append(f"{rule.path}: {exc.strerror}")
+        took = [r for r in rules if not any(f.startswith(r.path + ":") for f in failed)]
+        self.covered = (  # our own rules, so we know what has no record to wait for
+            frozenset(r.path for r in took if not r.tree),
+            tuple(r.path + "/" for r in took if r.tree),
+        )
         if failed:
             self.problem(DEGRADED, f"{len(failed)} audit rules refused, changes there are not "
                          f"attributed: {'; '.join(failed[:3])}")  # fmt: skip
@@ -335,12 +343,25 @@ class Whodata:
     def actor_of(self, event: AuditEvent) -> Actor:
         return auditrec.actor(event, user_name=user_name, redact=auditrec.redact_args)
 
+    def _audited(self, f: Finding) -> bool:
+        """A change of a file, directory or subtree an audit rule watches."""
+        return self.covered is None or _covered_by(self.covered, self.host(f.path))
+
     def attribute(self, findings: list[Finding]) -> list[Finding]:
         """Each finding with its actor, or with the reason there is none (bounded wait)."""
         if not findings:
             return findings
         if self.reason:
             return [replace(f, actor=Actor(reason=self.reason)) for f in findings]
+        if self.covered is not None:
+            bare = [f for f in findings if not self._audited(f)]
+            if bare:
+                done = {id(f) for f in bare}
+                rest = self.attribute([f for f in findings if id(f) not in done])
+                it = iter(rest)
+                why = Actor(reason="no audit rule covers this path (queue entries and new "
+                            "files in plain directories are not audited)")  # fmt: skip
+                return [replace(f, actor=why) if id(f) in done else next(it) for f in findings]
         now = time.time()
         deadline = time.monotonic() + self.wait
         out: list[Finding | None] = [None] * len(findings)
@@ -374,6 +395,11 @@ class Whodata:
         while len(self.checked) > 10_000:
             self.checked.popitem(last=False)
         return result
+
+
+def _covered_by(covered: tuple[frozenset[str], tuple[str, ...]], host: str) -> bool:
+    files, trees = covered
+    return host in files or host.startswith(trees)
 
 
 def _inode(path: str) -> int | None:
