@@ -736,3 +736,21 @@ def test_killed_daemon_state_is_undone_by_the_next_one(audit_state, public_dir, 
     assert problems == []
     assert _enabled() == 0 and KEY not in _auditctl("-l")
     assert not (tmp_path / "whodata-enabled-audit").exists()
+
+
+def test_unaudited_path_is_not_waited_for():
+    """A finding no audit rule of ours covers (a queue entry) says so at once, without the
+    bounded wait; a covered one still waits for its record."""
+    w = whodata.Whodata("/", manage=True, wait=0.5, state_dir=None,
+                        on_problem=lambda *_: None, on_update=lambda _f: None)  # fmt: skip
+    w.covered = (frozenset({"/etc/aliases"}), ("/etc/mail/",))
+    queue = Finding("/var/spool/mqueue/qfX", "MI-QUEUE-FILE-EXPOSED", Severity.HIGH, "m", "mode")
+    start = time.monotonic()
+    (got,) = w.attribute([queue])
+    assert time.monotonic() - start < 0.4
+    assert got.actor is not None and "no audit rule covers" in (got.actor.reason or "")
+    covered = Finding("/etc/mail/sendmail.cf", "MI-R", Severity.HIGH, "m", "mode")
+    start = time.monotonic()
+    (got,) = w.attribute([covered])
+    assert time.monotonic() - start >= 0.5
+    assert got.actor is not None and "within 500 ms" in (got.actor.reason or "")
