@@ -10,28 +10,34 @@ import os
 import shutil
 import socket
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from integrity.compare import compare
-from integrity.errors import ConfigError, UsageError
+from integrity.config import Waiver
+from integrity.errors import ConfigError, IOFailure, UsageError
 from integrity.judge import Triage, judge
-from integrity.model import FileRecord, Report, Role, ScanWarning
+from integrity.model import FileRecord, Finding, Report, Role, ScanWarning
 from integrity.policy import Expect, Policy, Rule, detect, load
 from integrity.policy import profile_dirs as default_profile_dirs
+from integrity.selfstate import SERVICE_USER, SelfState
+from integrity.selfstate import check as check_self
 from integrity.snapshot import (
     Drift,
+    Plan,
     Progress,
     Snapshot,
     StateScan,
     dedupe,
     make_plan,
+    recheck_state,
     role_from,
     snapshot,
     state_findings,
     stream_drift,
     stream_snapshot,
 )
-from integrity.store import Store
+from integrity.standing import is_standing, partition
+from integrity.store import Store, finding_key, key_path, text_of
 from integrity.trust import SignKey, check_signature, package_triage, seal
 
 __all__ = ["Options", "SignKey", "audit", "diff_report", "init", "update", "verify"]
@@ -93,6 +99,29 @@ class Options:
     ledger: str | None = None  # highest generation seen, kept outside the database
     packages: bool = True  # package-aware triage (dpkg md5sums, rpm) when available
     state_dir: str | None = None  # checksum key, and run records of a read-only baseline
+    outbox: str | None = None  # the syslog outbox (state of ours, like the database)
+    waivers: tuple[Waiver, ...] = ()  # [[waiver]]: site exceptions, listed as acknowledged
+
+    def state_files(self) -> list[str | None]:
+        """The database, outbox and ledger: the monitor's own state."""
+        stem = os.path.splitext(os.path.basename(self.db))[0]
+        folder = self.state_dir or os.path.dirname(os.path.abspath(self.db))
+        return [
+            self.db,
+            self.outbox,
+            self.ledger or default_ledger(self.db),
+            key_path(self.db, self.state_dir),  # the checksum key
+            os.path.join(folder, f"{stem}.state.db"),  # runs of a read-only baseline
+        ]
+
+
+def default_ledger(db: str) -> str:
+    """The rollback ledger lives with the database it guards (never in a fixed place)."""
+    return os.path.join(os.path.dirname(os.path.abspath(db)), "generations.json")
+
+
+def default_outbox(db: str) -> str:
+    return os.path.join(os.path.dirname(os.path.abspath(db)), "outbox.db")
 
 
 def _check_root(root: str) -> str:
@@ -101,27 +130,149 @@ def _check_root(root: str) -> str:
     return os.path.abspath(root)
 
 
-def init(opts: Options, *, progress: Progress | None = None, sign: SignKey | None = None) -> Report:
-    """Build a new baseline; the report lists what the live state already violates."""
+def init(
+    opts: Options,
+    *,
+    progress: Progress | None = None,
+    sign: SignKey | None = None,
+    force: bool = False,
+) -> Report:
+    """Build a new baseline; the report lists what the live state already violates.
+
+    High and critical conditions are not accepted by init: they stay standing findings
+    (``report.header["standing"]``) until fixed or acknowledged with ``update --accept``.
+    """
     root = _check_root(opts.root)
     policy = resolve_policy(root, opts.profiles, opts.profile_dirs)
+    if not force:
+        _refuse_overwrite(opts.db, opts.state_dir)
+    own = SelfState.locate(root, opts.state_files())
+    skip = own.excluded() - set(policy.parents())
     store = Store.open(opts.db, create=True, state_dir=opts.state_dir)
     try:
         scan = StateScan()  # records stream into the store; findings gather in scan
-        store.write_baseline(stream_snapshot(root, policy, scan, progress=progress))
+        records = stream_snapshot(root, policy, scan, progress=progress)
+        store.write_baseline((rec, role) for rec, role in records if rec.path not in skip)
         store.set_meta("root", root)
         store.set_meta("profiles", ",".join(policy.profiles))
         store.set_meta("host", hostname())
         if sign is not None:
             seal(store, sign)
-        report = Report(findings=scan.findings, warnings=scan.warnings, scanned=scan.scanned)
-        report.header = _header(store, root, policy, "init")
+        findings = [f for f in scan.findings if f.path not in skip]
+        candidates = {f.path for f in findings if is_standing(f)}
+        baselined = store.has_paths(candidates)  # not queue entries: they are checked live
+        store.replace_standing(f for f in findings if is_standing(f) and f.path in baselined)
+        report = Report(findings=findings, warnings=scan.warnings, scanned=scan.scanned)
+        report.findings.extend(self_findings(own, root, Plan(parents=set(policy.parents()))))
         run = store.begin_run("init", root, policy.profiles, hostname())
-        store.track_findings(run, report.findings)
+        settle(store, report, opts.waivers, run=run, only_standing=True)
+        store.keep_acks(finding_key(a.finding) for a in report.acknowledged)
+        report.header = _header(store, root, policy, "init")
+        report.header["standing"] = [
+            {"path": f.path, "rule": f.rule, "severity": str(f.severity)}
+            for f in report.findings
+            if is_standing(f)
+        ]
         store.finish_run(run, _summary(report), 0)
     finally:
         store.close()
     return report
+
+
+def _refuse_overwrite(db: str, state_dir: str | None) -> None:
+    """init over a baseline replaces it: only with --force, and say which one."""
+    if db == ":memory:" or not os.path.exists(db):
+        return
+    check_access(db)
+    store = Store.open(db, state_dir=state_dir)
+    try:
+        if not store.has_baseline():
+            return
+        gen, sealed = store.generation, store.get_meta("sealed_at") or "?"
+        root = store.get_meta("root") or "/"
+    finally:
+        store.close()
+    raise UsageError(
+        f"{db} already holds a baseline (generation {gen}, sealed {sealed}, root {root}); "
+        "`init --force` replaces it, `update --accept PATH --reason ...` accepts changes"
+    )
+
+
+def check_access(path: str) -> None:
+    """A database we may not read is "permission denied", never "no baseline"."""
+    try:
+        os.stat(path)
+    except PermissionError as exc:
+        raise IOFailure(f"{path}: permission denied (run as root or as the service user)") from exc
+    except OSError:
+        return  # missing: the store says "no baseline, run init"
+    if not os.access(path, os.R_OK):
+        raise IOFailure(f"{path}: permission denied (run as root or as the service user)")
+
+
+def plan_for(root: str, policy: Policy, own: SelfState, *, lean: bool = False) -> Plan:
+    """The plan without the monitor's own state: it is judged by expectation instead."""
+    plan = make_plan(root, policy, lean=lean)
+    skip = own.excluded() - plan.parents  # an ancestor of mail files stays a parent
+    for path in skip:
+        plan.targets.pop(path, None)
+    plan.child_dirs = [t for t in plan.child_dirs if t.path not in skip]
+    return plan
+
+
+def _expect(progress: Progress | None, plan: Plan) -> None:
+    """Tell a progress bar how many paths to expect (queue entries come on top)."""
+    start = getattr(progress, "start", None)
+    if callable(start):
+        start(len(plan.targets))
+
+
+def self_findings(own: SelfState, root: str, plan: Plan) -> list[Finding]:
+    """Our own state against its expectations; a directory shared with the mail files
+    (an ancestor the policy checks as a parent) is judged as a parent, not as ours."""
+    from integrity.scanner import IdNames
+
+    uid = IdNames(root).uid_of(SERVICE_USER)
+    return check_self(own, service_uid=uid, shared=plan.parents)
+
+
+def settle(
+    store: Store,
+    report: Report,
+    waivers: tuple[Waiver, ...],
+    *,
+    run: int | None,
+    scope: list[str] | None = None,
+    recheck: tuple[str, Policy] | None = None,
+    only_standing: bool = False,
+) -> tuple[list[Finding], list[dict[str, object]]]:
+    """Standing conditions back into the report, acknowledged ones apart, then the life
+    cycle in the database: returns (new findings, rows just resolved).
+
+    ``recheck`` (root, policy): judge the baseline's standing conditions (in ``scope``) as
+    they are now. ``only_standing`` (init): lower findings are accepted, not tracked.
+    """
+    if recheck is not None and not store.has_standing():
+        # a baseline from before standing findings: what stands now is what it had
+        every = recheck_state(*recheck, store.baseline_paths())
+        store.replace_standing(f for f in every if is_standing(f))
+    if recheck is not None:
+        wanted = store.standing(scope)
+        if wanted:
+            keys = set().union(*wanted.values())
+            again = recheck_state(*recheck, wanted)
+            again = [f for f in again if finding_key(f) in keys]
+            report.findings = dedupe([*report.findings, *again])
+    acks = store.acknowledged(finding_key(f) for f in report.findings)
+    report.findings, report.acknowledged = partition(
+        report.findings, acks, waivers, key=finding_key, text=text_of
+    )
+    if run is None:
+        return [], []
+    tracked = [f for f in report.findings if is_standing(f)] if only_standing else report.findings
+    quiet = [finding_key(a.finding) for a in report.acknowledged]
+    new, resolved = store.track_findings(run, tracked, scope=scope, acknowledged=quiet)
+    return new, list(resolved)
 
 
 def _header(store: Store, root: str, policy: Policy, command: str) -> dict[str, object]:
@@ -155,11 +306,13 @@ def open_store(opts: Options, *, writer: bool = False) -> tuple[Store, str, Poli
     Everything is read from one snapshot (a concurrent update is seen whole or not at
     all); ``writer`` queues behind any other init/update first.
     """
+    check_access(opts.db)
     store = Store.open(opts.db, writer=writer, state_dir=opts.state_dir)
     try:
         store.begin_read()
+        ledger = opts.ledger or default_ledger(opts.db)
         check_signature(
-            store, opts.public_key, pinned=opts.pinned_fingerprint, ledger=opts.ledger
+            store, opts.public_key, pinned=opts.pinned_fingerprint, ledger=ledger
         )  # first: with a key, an edited row is a forgery (20)
         root = _check_root(opts.root if opts.root != "/" else store.get_meta("root", "/") or "/")
         names = (
@@ -188,6 +341,15 @@ def open_baseline(
     return store, root, policy, baseline, roles
 
 
+@dataclass(slots=True)
+class Tracked:
+    """What a verify changed in the findings' life cycle (for the SIEM)."""
+
+    new: list[Finding] = field(default_factory=list)
+    resolved: list[dict[str, object]] = field(default_factory=list)
+    unsent: set[str] = field(default_factory=set)  # keys never sent to the SIEM yet
+
+
 def verify(
     opts: Options,
     *,
@@ -196,21 +358,28 @@ def verify(
     triage: Triage | None = None,
     record_run: bool = True,
     enforce: bool = False,
+    tracked: Tracked | None = None,
 ) -> Report:
     """Compare the live system with the baseline and judge every difference.
 
-    ``enforce`` puts loosened modes and changed owners back to the baseline (never content).
+    Standing conditions (high or critical since init) are reported again while they
+    last; acknowledged and waived findings are listed apart. ``enforce`` puts loosened
+    modes and changed owners back to the baseline (never content).
     """
     store, root, policy = open_store(opts)
     try:
-        scope = None if only is None else sorted(set(only))
+        own = SelfState.locate(root, opts.state_files())
+        skip = own.excluded() - set(policy.parents())
+        scope = None if only is None else sorted(set(only) - skip)
         triage = triage or package_triage(root, opts.packages)
         if scope is None:  # the whole tree: streamed, memory bounded by what changed
-            drift = stream_drift(
-                root, make_plan(root, policy, lean=True), store.iter_baseline(), progress=progress
-            )
+            rows = (r for r in store.iter_baseline() if r[0] not in skip)
+            plan = plan_for(root, policy, own, lean=True)
+            _expect(progress, plan)
+            drift = stream_drift(root, plan, rows, progress=progress)
             report = drift_report(drift, policy, triage=triage)
             baseline, current = drift.baseline, drift.current
+            report.findings.extend(self_findings(own, root, plan))
         else:
             baseline, raw_roles = store.load_baseline()
             roles = {p: role_from(r) for p, r in raw_roles.items()}
@@ -221,9 +390,14 @@ def verify(
             _enforce(root, report, baseline, current)
         report.header = _header(store, root, policy, "verify")
         _who_changed(report, root, store.get_meta("sealed_at"))
-        if record_run:
-            run = store.begin_run("verify", root, policy.profiles, hostname())
-            store.track_findings(run, report.findings, scope=scope)
+        run = store.begin_run("verify", root, policy.profiles, hostname()) if record_run else None
+        new, resolved = settle(
+            store, report, opts.waivers, run=run, scope=scope, recheck=(root, policy)
+        )
+        if tracked is not None:
+            tracked.new, tracked.resolved = new, resolved
+            tracked.unsent = store.unsent(finding_key(f) for f in report.findings)
+        if run is not None:
             store.finish_run(run, _summary(report), report.exit_code())
     finally:
         store.close()
@@ -312,16 +486,27 @@ def update(
                 "or --defer-signature and then `payload` / `import-signature`"
             )
         scope = None if paths is None else sorted({_norm(p) for p in paths})
-        snap = snapshot(root, policy, only=scope)
+        if scope is None:
+            own = SelfState.locate(root, opts.state_files())
+            snap = snapshot(root, policy, plan=plan_for(root, policy, own))
+        else:
+            snap = snapshot(root, policy, only=scope)
+        open_rows = [f for f in store.open_findings_as() if scope is None or f.path in scope]
         if scope is not None:
+            known = {f.path for f in open_rows}
             unknown = [p for p in scope if p not in baseline and p not in snap.records]
+            unknown = [p for p in unknown if p not in known]
             if unknown:
-                raise UsageError(f"{unknown[0]}: not monitored and not in the baseline")
+                raise UsageError(f"{unknown[0]}: not monitored, not in the baseline, no finding")
         base = baseline if scope is None else {p: baseline[p] for p in scope if p in baseline}
         changed = {ch.path for ch in compare(base, snap.records, {**snap.roles, **roles})}
         upserts = [snap.records[p] for p in sorted(changed) if p in snap.records]
         deletes = [p for p in sorted(changed) if p not in snap.records]
         all_roles = {p: str(r) for p, r in {**roles, **snap.roles}.items()}
+        conditions = [f for f in state_findings(snap) if f.path in changed and is_standing(f)]
+        standing: dict[str, list[Finding]] = {p.path: [] for p in upserts}
+        for f in conditions:
+            standing.setdefault(f.path, []).append(f)
         count = store.apply_changes(
             upserts,
             deletes,
@@ -329,6 +514,8 @@ def update(
             who=who or _who(),
             reason=reason,
             before={p: baseline.get(p) for p in changed},
+            standing=standing,
+            acknowledge=[*conditions, *open_rows],
         )
         if sign is not None:
             seal(store, sign)
@@ -349,7 +536,14 @@ def _norm(path: str) -> str:
 
 
 def _who() -> str:
-    user = os.environ.get("SUDO_USER") or os.environ.get("USER") or str(os.getuid())
+    import pwd
+
+    user = os.environ.get("SUDO_USER") or os.environ.get("USER")
+    if not user:
+        try:
+            user = pwd.getpwuid(os.getuid()).pw_name
+        except KeyError:
+            user = str(os.getuid())
     return f"{user}@{hostname()}"
 
 
@@ -357,9 +551,14 @@ def audit(opts: Options, *, progress: Progress | None = None) -> Report:
     """Judge the live host against the profiles and the mail rules, with no baseline."""
     root = _check_root(opts.root)
     policy = resolve_policy(root, opts.profiles, opts.profile_dirs)
-    snap = snapshot(root, policy, progress=progress)
-    report = Report(
-        findings=state_findings(snap), warnings=snap.warnings, scanned=len(snap.records)
+    own = SelfState.locate(root, opts.state_files())
+    plan = plan_for(root, policy, own)
+    _expect(progress, plan)
+    snap = snapshot(root, policy, progress=progress, plan=plan)
+    findings = state_findings(snap) + self_findings(own, root, plan)
+    report = Report(findings=dedupe(findings), warnings=snap.warnings, scanned=len(snap.records))
+    report.findings, report.acknowledged = partition(
+        report.findings, {}, opts.waivers, key=finding_key, text=text_of
     )
     report.header = {
         "command": "audit",
@@ -374,6 +573,7 @@ def signing_payload(opts: Options) -> bytes:
     """The bytes to sign off the host (`payload`); clears the old signature."""
     from integrity.trust import prepare_payload
 
+    check_access(opts.db)
     store = Store.open(opts.db, writer=True, state_dir=opts.state_dir)
     try:
         store.load_baseline()
@@ -388,6 +588,7 @@ def add_signature(opts: Options, signature: str) -> str:
 
     if not opts.public_key:
         raise UsageError("import-signature needs the public key (--public-key or public_key)")
+    check_access(opts.db)
     store = Store.open(opts.db, writer=True, state_dir=opts.state_dir)
     try:
         store.load_baseline()

@@ -7,11 +7,14 @@ stderr and the error's exit code (PRODUCT.md), never a traceback for a known pro
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
+import logging
 import os
 import sqlite3
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -19,7 +22,7 @@ from typing import Any, TypeVar
 import click
 
 from integrity import api, report
-from integrity.config import Config, load_config
+from integrity.config import DEFAULT_OUTBOX, Config, load_config
 from integrity.errors import (
     BaselineCorruptError,
     BaselineTamperedError,
@@ -74,19 +77,58 @@ def common_options(func: F) -> F:
 
 
 def build(ctx_args: dict[str, Any]) -> tuple[api.Options, Config]:
+    """Options from flags over config; logging to stderr at the asked verbosity; the
+    outbox and ledger next to the database unless the config places them."""
+    quiet = bool(ctx_args.get("quiet"))
+    _LOGGING.update(verbosity=-1 if quiet else int(ctx_args.get("verbose") or 0), quiet=quiet)
     cfg = load_config(ctx_args.get("config_path"))
+    db = ctx_args.get("db") or os.environ.get("MAIL_INTEGRITY_DB") or cfg.db
+    outbox = cfg.syslog.outbox
+    if outbox == DEFAULT_OUTBOX:  # not configured: it belongs with the database
+        outbox = api.default_outbox(db)
+    cfg = dataclasses.replace(cfg, syslog=dataclasses.replace(cfg.syslog, outbox=outbox))
     opts = api.Options(
         root=ctx_args.get("root") or cfg.root,
-        db=ctx_args.get("db") or os.environ.get("MAIL_INTEGRITY_DB") or cfg.db,
+        db=db,
         profiles=tuple(ctx_args.get("profiles") or ()) or cfg.profiles,
         profile_dirs=tuple(ctx_args.get("profile_dirs") or ()) + cfg.profile_dirs,
         public_key=ctx_args.get("public_key") or cfg.public_key,
         pinned_fingerprint=cfg.pinned_fingerprint,
-        ledger=cfg.ledger,
+        ledger=cfg.ledger or api.default_ledger(db),
         packages=cfg.packages,
         state_dir=cfg.state_dir,
+        outbox=outbox,
+        waivers=cfg.waivers,
     )
     return opts, cfg
+
+
+class _OnlyErrors(logging.Filter):
+    """``-q``: error lines only (a critical log line always comes with its ``error:``)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno == logging.ERROR
+
+
+#: the asked verbosity; logging is configured (structlog imported) only when something
+#: that logs is about to run: a syslog sender, the daemon's alarm
+_LOGGING: dict[str, Any] = {"verbosity": 0, "quiet": False}
+
+
+def logging_on() -> None:
+    configure_logging(int(_LOGGING["verbosity"]), quiet=bool(_LOGGING["quiet"]))
+
+
+def configure_logging(verbosity: int, *, quiet: bool = False) -> None:
+    """Log lines go to stderr, never stdout: stdout is for the report (one JSON document)."""
+    from integrity import emit
+
+    emit.configure_logging(verbosity, json=False)
+    for handler in logging.getLogger().handlers:
+        for old in [f for f in handler.filters if isinstance(f, _OnlyErrors)]:
+            handler.removeFilter(old)
+        if quiet:
+            handler.addFilter(_OnlyErrors())
 
 
 def sign_options(func: F) -> F:
@@ -134,6 +176,7 @@ def announce(cfg: Config, opts: api.Options, command: str) -> None:
     """Tell the SIEM the new baseline's fingerprint and generation (it keeps the truth too)."""
     if not cfg.syslog.url:
         return
+    logging_on()
     from integrity import emit
     from integrity.daemon import make_sender
     from integrity.store import Store
@@ -156,24 +199,68 @@ def announce(cfg: Config, opts: api.Options, command: str) -> None:
         sender.close(10.0)
 
 
+class ProgressBar:
+    """A progress bar on stderr: done/total, percent, rate and ETA, redrawn ten times a
+    second at most. ``start(total)`` is called by the api once the plan is known."""
+
+    WIDTH = 24
+
+    def __init__(self, label: str, stream: Any = None) -> None:
+        self.label = label
+        self.stream = stream or sys.stderr
+        self.total = 0
+        self.done = 0
+        self.began = time.monotonic()
+        self.drawn = 0.0
+
+    def start(self, total: int) -> None:
+        self.total, self.began = max(0, total), time.monotonic()
+        self.draw(force=True)
+
+    def __call__(self, n: int) -> None:
+        self.done += n
+        self.draw()
+
+    def line(self) -> str:
+        elapsed = max(time.monotonic() - self.began, 1e-6)
+        rate = self.done / elapsed
+        total = max(self.total, self.done)
+        frac = self.done / total if total else 0.0
+        filled = int(frac * self.WIDTH)
+        left = (total - self.done) / rate if rate > 0 else 0.0
+        return (
+            f"{self.label} [{'#' * filled}{'.' * (self.WIDTH - filled)}] "
+            f"{self.done}/{total} {frac:4.0%} {rate:,.0f} paths/s ETA {_clock(left)}"
+        )
+
+    def draw(self, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self.drawn >= 0.1:
+            self.drawn = now
+            self.stream.write("\r" + self.line() + "\x1b[K")
+            self.stream.flush()
+
+    def finish(self) -> None:
+        self.stream.write("\r\x1b[K")
+        self.stream.flush()
+
+
+def _clock(seconds: float) -> str:
+    s = int(seconds + 0.5)
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
 @contextmanager
-def progress_counter(enabled: bool) -> Iterator[Progress | None]:
-    """A path counter on stderr, only when it is a terminal (none under systemd or pipes)."""
+def progress_counter(enabled: bool, label: str = "scanning") -> Iterator[Progress | None]:
+    """A progress bar on stderr, only when it is a terminal (none under systemd or pipes)."""
     if not enabled or not sys.stderr.isatty():
         yield None
         return
-    count = 0
-
-    def tick(n: int) -> None:
-        nonlocal count
-        count += n
-        if count % 500 == 0:
-            click.echo(f"\rchecked {count} paths", nl=False, err=True)
-
+    bar = ProgressBar(label)
     try:
-        yield tick
+        yield bar
     finally:
-        click.echo("\r" + " " * 30 + "\r", nl=False, err=True)
+        bar.finish()
 
 
 def emit_report(rep: Any, fmt: str, quiet: bool, verbose: int) -> None:
@@ -195,22 +282,28 @@ def cli() -> None:
 @cli.command()
 @common_options
 @sign_options
-def init(**kw: Any) -> int:
+@click.option("--force", is_flag=True, help="Replace an existing baseline (its history stays).")
+def init(force: bool, **kw: Any) -> int:
     """Build the baseline from the detected (or named) profiles.
 
     Also lists what the live state already violates: baselining a bad state must not
-    hide it.
+    hide it. High and critical findings are not accepted: verify and watch keep reporting
+    them until fixed or acknowledged with `update --accept PATH --reason TEXT`. Refuses to
+    replace an existing baseline without --force (exit 16).
 
     Example: mail-integrity init --root /srv/mx-chroot --db /tmp/mx.db
     """
     key = sign_key(kw)
     opts, cfg = build(kw)
-    with progress_counter(not kw["quiet"]) as tick:
-        rep = api.init(opts, progress=tick, sign=key)
+    with progress_counter(not kw["quiet"], "init") as tick:
+        rep = api.init(opts, progress=tick, sign=key, force=force)
     announce(cfg, opts, "init")
     emit_report(rep, kw["fmt"], kw["quiet"], kw["verbose"])
     if kw["fmt"] == "text" and not kw["quiet"]:
         click.echo(f"\nbaseline written to {opts.db} ({rep.scanned} paths)")
+        standing = report.render_standing(rep)
+        if standing:
+            click.echo("\n" + standing)
     return 0
 
 
@@ -224,22 +317,46 @@ def init(**kw: Any) -> int:
 def verify(enforce: bool, **kw: Any) -> int:
     """Compare the live system with the baseline; exit code is a bitmask.
 
-    0 no differences, +1 added, +2 removed, +4 changed, +8 high or critical finding.
+    0 no differences, +1 added, +2 removed, +4 changed, +8 high or critical finding
+    (acknowledged and waived findings are listed apart and do not count). With a syslog
+    url in the config, findings also go to the SIEM, as watch sends them.
 
     Example: mail-integrity verify --format json | jq .summary
     """
     opts, cfg = build(kw)
+    tracked = api.Tracked()
     try:
-        with progress_counter(not kw["quiet"]) as tick:
-            rep = api.verify(opts, progress=tick, enforce=enforce)
+        with progress_counter(not kw["quiet"], "verify") as tick:
+            rep = api.verify(opts, progress=tick, enforce=enforce, tracked=tracked)
     except (BaselineCorruptError, BaselineTamperedError) as exc:
         if cfg.syslog.url:  # the SIEM must hear it even from a cron verify
+            logging_on()
             from integrity.daemon import alarm, make_sender
 
             alarm(make_sender(cfg, None), opts.db, exc)
         raise
     emit_report(rep, kw["fmt"], kw["quiet"], kw["verbose"])
+    if cfg.syslog.url:  # after the report: an outbox problem must not swallow it
+        forward(cfg, opts, rep, tracked)
     return rep.exit_code()
+
+
+def forward(cfg: Config, opts: api.Options, rep: Any, tracked: api.Tracked) -> None:
+    """The verify's findings to the SIEM through the outbox; then mark them sent."""
+    logging_on()
+    from integrity import forward as fwd
+    from integrity.daemon import make_sender
+    from integrity.store import Store
+
+    sender = make_sender(cfg, None)
+    if sender is None:
+        return
+    keys = fwd.send(sender, rep, tracked, host=api.hostname())
+    store = Store.open(opts.db)
+    try:
+        store.mark_sent(keys)
+    finally:
+        store.close()
 
 
 @cli.command()
@@ -281,7 +398,10 @@ def update(
     if kw["fmt"] == "json":
         click.echo(json.dumps({"accepted": count, "reason": reason}))
     elif not kw["quiet"]:
-        click.echo(f"accepted {count} change(s) into {opts.db}")
+        click.echo(
+            f"accepted {count} change(s) into {opts.db} (changed paths, and findings "
+            "acknowledged as they are)"
+        )
     return 0
 
 
@@ -295,7 +415,7 @@ def audit(**kw: Any) -> int:
     Example: mail-integrity audit --root / --format json
     """
     opts, _ = build(kw)
-    with progress_counter(not kw["quiet"]) as tick:
+    with progress_counter(not kw["quiet"], "audit") as tick:
         rep = api.audit(opts, progress=tick)
     emit_report(rep, kw["fmt"], kw["quiet"], kw["verbose"])
     return rep.exit_code() & 8
@@ -313,6 +433,7 @@ def history(limit: int, **kw: Any) -> int:
     from integrity.store import Store
 
     opts, _ = build(kw)
+    api.check_access(opts.db)
     store = Store.open(opts.db, state_dir=opts.state_dir)
     try:
         data = store.history(limit)
@@ -335,11 +456,17 @@ def history(limit: int, **kw: Any) -> int:
             f"  {a['at']} {report.safe(a['path'])} by {a['who']} "
             f"(generation {a['generation']}): {a['reason']}"
         )
+        for what in a.get("acknowledged") or []:
+            click.echo(
+                f"      acknowledged {what['severity']} [{what['rule']}]: "
+                f"{report.safe(what['message'])}"
+            )
     click.echo("FINDINGS")
     for f, actor in zip(data["findings"], actors, strict=True):
         click.echo(
             f"  {f['last_seen']} {f['status']:<8} {f['severity']:<8} "
             f"{report.safe(f['path'])}: {f['message']} [{f['rule']}]"
+            + (f" (acknowledged by {f['ack_who']}: {f['ack_reason']})" if f.get("ack_who") else "")
         )
         if actor is not None:  # who changed it, from auditd's log
             click.echo(f"      by: {report.actor_text(actor)}")
@@ -492,6 +619,7 @@ def export(output: str | None, **kw: Any) -> int:
     opts, _ = build(kw)
     from integrity import fleet
 
+    api.check_access(opts.db)
     doc = fleet.export_baseline(opts.db, state_dir=opts.state_dir)
     text = json.dumps(doc, indent=1, sort_keys=True) + "\n"
     if output is None:

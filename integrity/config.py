@@ -57,6 +57,16 @@ class WatchConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class Waiver:
+    """``[[waiver]]``: a site's standing exception: findings of ``rule`` (an fnmatch pattern
+    such as ``MI-QUEUE-*``) on paths matching ``path`` (fnmatch; ``*`` crosses ``/``)."""
+
+    rule: str
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     db: str = DEFAULT_DB
     root: str = "/"
@@ -69,6 +79,7 @@ class Config:
     state_dir: str | None = None  # checksum key and read-only baselines' run records
     syslog: SyslogConfig = field(default_factory=SyslogConfig)
     watch: WatchConfig = field(default_factory=WatchConfig)
+    waivers: tuple[Waiver, ...] = ()
 
 
 #: allowed range of every numeric key, (section, key) -> (low, high), both inclusive;
@@ -178,6 +189,7 @@ def load_config(path: str | None) -> Config:
         raise ConfigError(
             f"{path}: [watch] whodata must be auto, read or off, not {watch.whodata!r}"
         )
+    waivers = _waivers(path, data.pop("waiver", []))
     top: dict[str, Any] = {}
     for key, value in data.items():
         if (key in _TOP_STR and isinstance(value, str)) or (
@@ -193,8 +205,32 @@ def load_config(path: str | None) -> Config:
         elif key in (*_TOP_STR, *_TOP_LISTS, "packages"):
             raise ConfigError(f"{path}: wrong type: {key} = {value!r}")
         else:
-            names = [*_TOP_STR, *_TOP_LISTS, "packages", "syslog", "watch"]
+            names = [*_TOP_STR, *_TOP_LISTS, "packages", "syslog", "watch", "waiver"]
             raise ConfigError(
                 f"{path}: unknown key or wrong type: {key} = {value!r}{_did_you_mean(key, names)}"
             )
-    return Config(syslog=syslog, watch=watch, **top)
+    return Config(syslog=syslog, watch=watch, waivers=waivers, **top)
+
+
+def _waivers(path: str, data: object) -> tuple[Waiver, ...]:
+    """``[[waiver]]`` tables: rule, path and reason, all non-empty strings."""
+    if not isinstance(data, list):
+        raise ConfigError(f"{path}: waiver must be an array of tables ([[waiver]]), not {data!r}")
+    out = []
+    for i, item in enumerate(data, 1):
+        where = f"{path}: [[waiver]] #{i}"
+        if not isinstance(item, dict):
+            raise ConfigError(f"{where} must be a table, not {item!r}")
+        unknown = sorted(set(item) - {"rule", "path", "reason"})
+        if unknown:
+            raise ConfigError(f"{where}: unknown key {unknown[0]!r}")
+        for key in ("rule", "path", "reason"):
+            value = item.get(key)
+            if not isinstance(value, str) or not value.strip():
+                raise ConfigError(f"{where}: {key} must be a non-empty string, not {value!r}")
+        if not item["rule"].startswith("MI-"):
+            raise ConfigError(f"{where}: rule must be a rule id such as MI-QUEUE-FILE-EXPOSED")
+        if not item["path"].startswith("/"):
+            raise ConfigError(f"{where}: path must be an absolute path or glob")
+        out.append(Waiver(item["rule"], item["path"], item["reason"]))
+    return tuple(out)

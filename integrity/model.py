@@ -282,6 +282,23 @@ class ScanWarning:
         return {"path": self.path, "message": self.message}
 
 
+@dataclass(frozen=True, slots=True)
+class Acknowledged:
+    """A finding still present but acknowledged (``update --accept``) or waived (config):
+    listed, never counted in the exit status, never re-sent to the SIEM."""
+
+    finding: Finding
+    by: str  # who acknowledged it, or "waiver"
+    at: str | None
+    reason: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            **self.finding.to_json(),
+            "acknowledged": {"by": self.by, "at": self.at, "reason": self.reason},
+        }
+
+
 @dataclass(slots=True)
 class Report:
     """The result of one verify/audit: findings, counts and per-file warnings."""
@@ -293,6 +310,7 @@ class Report:
     changed: int = 0
     scanned: int = 0
     header: dict[str, Any] = field(default_factory=dict)
+    acknowledged: list[Acknowledged] = field(default_factory=list)  # not in the exit status
 
     def by_severity(self) -> dict[str, int]:
         counts = {str(s): 0 for s in Severity}

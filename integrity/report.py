@@ -21,10 +21,12 @@ def to_json(report: Report) -> dict[str, Any]:
             "changed": report.changed,
             "by_severity": report.by_severity(),
             "scanned": report.scanned,
+            "acknowledged": len(report.acknowledged),
         },
         "findings": [f.to_json() for f in report.findings],
         "warnings": [w.to_json() for w in report.warnings],
         "header": report.header,
+        "acknowledged": [a.to_json() for a in report.acknowledged],
     }
 
 
@@ -99,6 +101,22 @@ def actor_text(a: Actor) -> str:
     return ", ".join(parts)
 
 
+def render_standing(report: Report) -> str:
+    """What ``init`` did not accept: it keeps alerting until fixed or acknowledged."""
+    standing = [f for f in report.findings if f.severity.rank >= Severity.HIGH.rank]
+    if not standing:
+        return ""
+    lines = [
+        f"{len(standing)} high or critical finding(s) are NOT accepted into the baseline: "
+        "every `verify` reports them (exit bit 8) and `watch` keeps alerting on them until "
+        "they are fixed, or acknowledged with",
+        "  mail-integrity update --accept PATH --reason '...'",
+        "for these paths:",
+    ]
+    lines.extend(f"  {safe(p)}" for p in sorted({f.path for f in standing}))
+    return "\n".join(lines)
+
+
 def render_text(report: Report, *, verbose: bool = False) -> str:
     h = report.header
     lines = []
@@ -127,6 +145,14 @@ def render_text(report: Report, *, verbose: bool = False) -> str:
         lines.append(f"{str(sev).upper()} ({len(group)})")
         for f in group:
             lines.extend(render_finding(f))
+    if report.acknowledged:
+        lines.append("")
+        lines.append(f"ACKNOWLEDGED ({len(report.acknowledged)}): still present, not counted")
+        for a in report.acknowledged:
+            f = a.finding
+            lines.append(f"  {safe(f.path)}: {safe(f.message)} [{f.rule}, {f.severity}]")
+            when = f" on {a.at}" if a.at else ""
+            lines.append(f"      acknowledged by {safe(a.by)}{when}: {safe(a.reason)}")
     if report.warnings:
         lines.append("")
         lines.append(f"WARNINGS ({len(report.warnings)}): paths not fully checked")

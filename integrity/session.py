@@ -9,12 +9,24 @@ import os
 from collections.abc import Iterable
 
 from integrity import scanner
-from integrity.api import Options, _enforce, _summary, diff_report, hostname, open_baseline
+from integrity.api import (
+    Options,
+    _enforce,
+    _summary,
+    diff_report,
+    hostname,
+    open_baseline,
+    plan_for,
+    self_findings,
+    settle,
+)
 from integrity.judge import Triage
 from integrity.lanes import keep_content, oversize_findings
 from integrity.model import Finding, Report, Role
-from integrity.snapshot import Progress, Snapshot, ancestors, make_plan, snapshot
-from integrity.store import Store
+from integrity.selfstate import SelfState
+from integrity.snapshot import Progress, Snapshot, ancestors, snapshot
+from integrity.standing import is_standing
+from integrity.store import Store, finding_key
 from integrity.trust import package_triage
 
 
@@ -33,6 +45,7 @@ class Session:
         self.enforce = enforce
         self.run_id: int | None = None
         self.generation = -1
+        self.announced = False  # the first full check publishes every standing finding
         self._store: Store | None = None
         self.reload()
 
@@ -60,7 +73,8 @@ class Session:
         finally:
             store.close()
         self.close()  # the worker reopens its own connection
-        self.plan = make_plan(self.root, self.policy)
+        self.own = SelfState.locate(self.root, self.opts.state_files())
+        self.plan = plan_for(self.root, self.policy, self.own)
         self.auto_triage = package_triage(self.root, self.opts.packages)
 
     def stale(self) -> bool:
@@ -109,7 +123,16 @@ class Session:
         return {p for p in paths if any(a in tops for a in ancestors(p))}
 
     def replan(self) -> None:
-        self.plan = make_plan(self.root, self.policy)
+        self.plan = plan_for(self.root, self.policy, self.own)
+
+    def _skip(self) -> set[str]:
+        """Our own state's paths: never compared with the baseline (judged by expectation)."""
+        return self.own.excluded() - self.plan.parents
+
+    def _own_touched(self, paths: Iterable[str]) -> bool:
+        """A state directory itself was touched (not just our own writes to its files)."""
+        skip = self._skip()
+        return any(p in skip and not self.own.is_state_file(p) for p in paths)
 
     def model_path(self, host: str) -> str | None:
         """A host path from an inotify event -> the path inside the root (None if outside)."""
@@ -142,8 +165,13 @@ class Session:
         """The collect-and-judge half of ``check``: no database writes (the daemon's lanes
         run it outside their database lock, so hashing never holds the lock); the caller
         checks ``stale()`` first, under that lock. ``user_max_hash``: see scanner.collect."""
+        touched_self = False
+        if paths is not None:
+            paths = list(paths)
+            touched_self = self._own_touched(paths)
+            paths = [p for p in paths if p not in self._skip()]
         if paths is None:
-            self.plan = make_plan(self.root, self.policy)  # new files since the last plan
+            self.plan = plan_for(self.root, self.policy, self.own)  # new files since the last
             snap = snapshot(
                 self.root, self.policy, progress=progress, plan=self.plan,
                 user_max_hash=user_max_hash,
@@ -170,6 +198,8 @@ class Session:
             report.findings.extend(
                 oversize_findings(snap.warnings, user_max_hash, lambda p: str(roles.get(p, "")))
             )
+        if paths is None or touched_self:
+            report.findings.extend(self_findings(self.own, self.root, self.plan))
         if self.enforce:
             _enforce(self.root, report, self.baseline, snap.records)
         return report, snap
@@ -181,15 +211,40 @@ class Session:
         snap: Snapshot | None = None,
         report: Report | None = None,
     ) -> tuple[list[Finding], list[dict[str, object]]]:
-        """The database half of ``check``: findings of a full (paths None) or scoped check."""
+        """The database half of ``check``: findings of a full (paths None) or scoped check.
+
+        Standing conditions in scope are judged again, acknowledged and waived findings set
+        apart (into ``report.acknowledged``); the first full check publishes every standing
+        high or critical finding, new or not: a (re)started daemon tells the SIEM what is
+        still open.
+        """
         store = self.store
         if paths is None or self.run_id is None:
             # one run row per full verify; event-driven checks attach to it, so an event
             # storm cannot grow the run log
             self.run_id = store.begin_run("watch-full", self.root, self.policy.profiles, hostname())
         records = set(snap.records) if snap is not None else set()
-        track_scope = None if paths is None else sorted(set(paths) | records)
-        new, resolved = store.track_findings(self.run_id, findings, scope=track_scope)
+        track_scope = None
+        if paths is not None:
+            paths = list(paths)
+            own = self._skip() if self._own_touched(paths) else set()
+            wanted = {p for p in paths if p not in self._skip()} | records | own
+            track_scope = sorted(wanted)
+        held = Report(findings=list(findings))
+        new, resolved = settle(
+            store,
+            held,
+            self.opts.waivers,
+            run=self.run_id,
+            scope=track_scope,
+            recheck=(self.root, self.policy),
+        )
+        if report is not None:
+            report.findings, report.acknowledged = held.findings, held.acknowledged
+        if paths is None and not self.announced:
+            self.announced = True
+            fresh = {finding_key(f) for f in new}
+            new = new + [f for f in held.findings if is_standing(f) and finding_key(f) not in fresh]
         if paths is None and report is not None:
             store.finish_run(self.run_id, _summary(report), report.exit_code())
         return new, resolved

@@ -579,6 +579,32 @@ def stream_snapshot(
     out.findings = dedupe(findings)
 
 
+def recheck_state(root: str, policy: Policy, paths: Iterable[str]) -> list[Finding]:
+    """The state conditions of a few baselined paths, as they are now (standing findings).
+
+    A small plan of its own: the paths, with their rules (and, for postfix, the main.cf and
+    master.cf beside them, judged together), never a walk of the whole policy.
+    """
+    plan = Plan()
+    parents = set(policy.parents())
+    wanted = set(paths)
+    for path in sorted(wanted):
+        rule = policy.rule_for(path)
+        if rule is not None and rule.analyzer and rule.analyzer.startswith("postfix"):
+            folder = path.rsplit("/", 1)[0]
+            wanted.update((f"{folder}/main.cf", f"{folder}/master.cf"))
+    for path in sorted(wanted):
+        if not os.path.lexists(scanner.host_path(root, path)):
+            continue
+        rule = None if path in parents else policy.rule_for(path)
+        if path in parents:
+            plan.parents.add(path)
+        plan.targets[path] = Target(path, rule, rule.role if rule else Role.DIRECTORY)
+    if not plan.targets:
+        return []
+    return state_findings(snapshot(root, policy, plan=plan))
+
+
 def _postfix_services(snap: Snapshot) -> list[Finding]:
     """master.cf overrides judged together with main.cf: the exact per-service relay verdict."""
     from integrity.analyzers import postfix

@@ -110,6 +110,18 @@ def m001_initial(db: Database) -> None:
     )
 
 
+@migrations()
+def m002_standing(db: Database) -> None:
+    """Standing conditions of the baseline, and acknowledgements (who, when, why, what)."""
+    findings = db.table("findings")
+    for col in ("origin", "ack_at", "ack_who", "ack_reason", "ack_after"):
+        findings.add_column(col, str)
+    db.table("acceptances").add_column("acknowledged", str)
+    db.table("standing").create(
+        {"key": str, "path": bytes, "rule": str, "attribute": str, "severity": str}, pk="key"
+    )
+
+
 def now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
@@ -157,6 +169,55 @@ def finding_key(f: Finding) -> str:
     """Identity of a finding across runs: same path, rule and attribute = same problem."""
     h = blake3.blake3(os.fsencode(f.path) + b"\0" + f"{f.rule}\0{f.attribute}".encode())
     return h.hexdigest()[:32]
+
+
+def _finding_row(key: str, f: Finding, at: str, run_id: int | None) -> dict[str, Any]:
+    return {
+        "key": key,
+        "path": os.fsencode(f.path),
+        "rule": f.rule,
+        "severity": str(f.severity),
+        "attribute": f.attribute,
+        "before": _text(f.before),
+        "after": _text(f.after),
+        "message": f.message,
+        "first_seen": at,
+        "last_seen": at,
+        "last_sent": None,
+        "status": "open",
+        "run_id": run_id,
+        "ack_at": None,
+        "ack_who": None,
+        "ack_reason": None,
+        "ack_after": None,
+    }
+
+
+def _what(f: Finding) -> dict[str, Any]:
+    """What was acknowledged, for the history (never file content: findings carry none)."""
+    return {"rule": f.rule, "severity": str(f.severity), "attribute": f.attribute,
+            "after": f.after, "message": f.message}  # fmt: skip
+
+
+def row_finding(row: Mapping[str, Any]) -> Finding:
+    """A findings-table row back into a Finding (before/after as stored text)."""
+    from integrity.model import Severity
+
+    raw = row["path"]
+    return Finding(
+        os.fsdecode(bytes(raw)) if isinstance(raw, bytes | bytearray) else str(raw),
+        str(row["rule"]),
+        Severity(str(row["severity"])),
+        str(row["message"]),
+        str(row.get("attribute") or ""),
+        row.get("before"),
+        row.get("after"),
+    )
+
+
+def text_of(value: Any) -> str | None:
+    """How a finding's value is stored (and compared with an acknowledged value)."""
+    return _text(value)
 
 
 def _text(value: Any) -> str | None:
@@ -758,28 +819,143 @@ class Store:
         who: str,
         reason: str,
         before: Mapping[str, FileRecord | None],
+        standing: Mapping[str, Iterable[Finding]] | None = None,
+        acknowledge: Iterable[Finding] = (),
     ) -> int:
-        """Accept changes into the baseline (update), keeping who/when/why/before/after."""
+        """Accept changes into the baseline (update), keeping who/when/why/before/after.
+
+        ``standing``: the new standing conditions of these paths (replacing their old ones).
+        ``acknowledge``: findings the admin accepts as they are (kept as the acceptance's
+        "what"); each stays quiet until it goes away or its value changes (a new risk).
+        Open findings on an accepted path are acknowledged too.
+        """
         at = now()
         gen = self.generation + 1
-        history: list[dict[str, Any]] = []
+        history: dict[str, dict[str, Any]] = {}
+        acked: dict[str, list[Finding]] = {}
+        for f in acknowledge:
+            acked.setdefault(f.path, []).append(f)
         with self.db.atomic():
             for rec in upserts:
                 self.db.table("files").upsert(self._row(rec, roles.get(rec.path, "")), pk="path")
                 old = before.get(rec.path)
-                history.append(self._acceptance(rec.path, at, who, reason, old, rec, gen))
+                history[rec.path] = self._acceptance(rec.path, at, who, reason, old, rec, gen)
             for path in deletes:
                 self.db.execute("delete from files where path = ?", [os.fsencode(path)])
-                history.append(self._acceptance(path, at, who, reason, before.get(path), None, gen))
-            self.db.table("acceptances").insert_all(history)
-            self.db.execute(
-                "update findings set status = 'accepted', last_seen = ? "
-                "where status = 'open' and path in (select path from acceptances "
-                "where generation = ?)",
-                [at, gen],
-            )
+                history[path] = self._acceptance(path, at, who, reason, before.get(path), None, gen)
+            for path, found in (standing or {}).items():
+                self._set_standing(path, found)
+            for path in deletes:
+                self._set_standing(path, ())
+            for path in history:
+                acked.setdefault(path, []).extend(self._open_on(path))
+                self._drop_acks(path)  # a new baseline record: only its current risks stay
+            for path, found in sorted(acked.items()):
+                unique = {finding_key(f): f for f in found}
+                self._acknowledge(unique, at, who, reason)
+                row = history.setdefault(
+                    path, self._acceptance(path, at, who, reason, None, None, gen)
+                )
+                row["acknowledged"] = json.dumps(
+                    [_what(f) for f in unique.values()], sort_keys=True, default=str
+                )
+            self.db.table("acceptances").insert_all(history.values())
             self._seal(gen)
         return len(history)
+
+    def _open_on(self, path: str) -> list[Finding]:
+        rows = self.db.query(
+            "select * from findings where status = 'open' and path = ?", [os.fsencode(path)]
+        )
+        return [row_finding(r) for r in rows]
+
+    def keep_acks(self, keys: Iterable[str]) -> None:
+        """A new baseline (init): acknowledgements of conditions it no longer has go."""
+        keep = set(keys)
+        rows = self.db.execute("select key from findings where status = 'accepted'").fetchall()
+        with self.db.atomic():
+            for (key,) in rows:
+                if key not in keep:
+                    self.db.table("findings").update(
+                        key,
+                        {"status": "resolved", "ack_at": None, "ack_who": None,
+                         "ack_reason": None, "ack_after": None},
+                    )  # fmt: skip
+
+    def _drop_acks(self, path: str) -> None:
+        self.db.execute(
+            "update findings set status = 'resolved', ack_at = null, ack_who = null, "
+            "ack_reason = null, ack_after = null where path = ? and status = 'accepted'",
+            [os.fsencode(path)],
+        )
+
+    def _acknowledge(self, found: Mapping[str, Finding], at: str, who: str, reason: str) -> None:
+        table = self.db.table("findings")
+        for key, f in found.items():
+            ack = {"status": "accepted", "last_seen": at, "ack_at": at, "ack_who": who,
+                   "ack_reason": reason, "ack_after": _text(f.after)}  # fmt: skip
+            if list(self.db.query("select 1 from findings where key = ?", [key])):
+                table.update(key, ack)
+            else:
+                table.insert({**_finding_row(key, f, at, None), **ack})
+
+    # -- standing conditions ------------------------------------------------------------
+
+    def _set_standing(self, path: str, found: Iterable[Finding]) -> None:
+        raw = os.fsencode(path)
+        self.db.execute("delete from standing where path = ?", [raw])
+        rows = [
+            {"key": finding_key(f), "path": raw, "rule": f.rule, "attribute": f.attribute,
+             "severity": str(f.severity)}
+            for f in found
+        ]  # fmt: skip
+        if rows:
+            self.db.table("standing").upsert_all(rows, pk="key")
+
+    def replace_standing(self, found: Iterable[Finding]) -> None:
+        """The baseline's standing conditions (init): high or critical at baseline time."""
+        with self.db.atomic():
+            self.db.execute("delete from standing")
+            by_path: dict[str, list[Finding]] = {}
+            for f in found:
+                by_path.setdefault(f.path, []).append(f)
+            for path, group in by_path.items():
+                self._set_standing(path, group)
+            self.set_meta("standing", "1")
+
+    def has_standing(self) -> bool:
+        """False for a baseline built before standing findings existed (0.1)."""
+        return self.get_meta("standing") is not None
+
+    def has_paths(self, paths: Iterable[str]) -> set[str]:
+        """Which of these paths are baselined rows."""
+        found = set()
+        for path in paths:
+            row = self.db.execute("select 1 from files where path = ?", [os.fsencode(path)])
+            if row.fetchone() is not None:
+                found.add(path)
+        return found
+
+    def baseline_paths(self) -> list[str]:
+        return [os.fsdecode(bytes(r[0])) for r in self.db.execute("select path from files")]
+
+    def standing(self, scope: Iterable[str] | None = None) -> dict[str, set[str]]:
+        """Finding keys of the standing conditions by path (only ``scope``'s, if given)."""
+        out: dict[str, set[str]] = {}
+        keep = None if scope is None else {os.fsencode(p) for p in scope}
+        for raw, key in self.db.execute("select path, key from standing"):
+            if keep is None or bytes(raw) in keep:
+                out.setdefault(os.fsdecode(bytes(raw)), set()).add(key)
+        return out
+
+    def acknowledged(self, keys: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """Acknowledgement rows (who, when, why, the value then) of those finding keys."""
+        wanted = set(keys)
+        sql = (
+            "select key, ack_at, ack_who, ack_reason, ack_after from findings "
+            "where status = 'accepted' and ack_at is not null"
+        )
+        return {row["key"]: row for row in self.db.query(sql) if row["key"] in wanted}
 
     @staticmethod
     def _acceptance(
@@ -833,15 +1009,23 @@ class Store:
         )
 
     def track_findings(
-        self, run_id: int, findings: Iterable[Finding], *, scope: Iterable[str] | None = None
+        self,
+        run_id: int,
+        findings: Iterable[Finding],
+        *,
+        scope: Iterable[str] | None = None,
+        acknowledged: Iterable[str] = (),
     ) -> tuple[list[Finding], list[dict[str, Any]]]:
         """Update the life cycle: returns (new findings, rows just resolved).
 
         ``scope`` limits resolution to those paths (the daemon re-checks a few paths at a
         time); None means a full run, where every open finding not seen again is resolved.
+        ``acknowledged``: keys of findings still present but acknowledged (they stay so).
+        A finding that comes back after being resolved, or whose acknowledged value
+        changed (a new risk), is new again.
         """
         at = now()
-        seen: set[str] = set()
+        seen: set[str] = set(acknowledged)
         new: list[Finding] = []
         table = self.db.table("findings")
         with self.db.atomic():
@@ -853,24 +1037,7 @@ class Store:
                     table.update(key, {"last_seen": at, "run_id": run_id, "after": _text(f.after)})
                     continue
                 new.append(f)
-                table.upsert(
-                    {
-                        "key": key,
-                        "path": os.fsencode(f.path),
-                        "rule": f.rule,
-                        "severity": str(f.severity),
-                        "attribute": f.attribute,
-                        "before": _text(f.before),
-                        "after": _text(f.after),
-                        "message": f.message,
-                        "first_seen": at,
-                        "last_seen": at,
-                        "last_sent": None,
-                        "status": "open",
-                        "run_id": run_id,
-                    },
-                    pk="key",
-                )
+                table.upsert(_finding_row(key, f, at, run_id), pk="key")
             resolved = self._resolve_unseen(seen, at, scope)
         return new, resolved
 
@@ -898,6 +1065,18 @@ class Store:
                 rows.append(row)
         return rows
 
+    def open_findings_as(self) -> list[Finding]:
+        """Every open finding, as Finding values (``update`` acknowledges them)."""
+        rows = self.db.query("select * from findings where status = 'open'")
+        return [row_finding(r) for r in rows]
+
+    def unsent(self, keys: Iterable[str]) -> set[str]:
+        """Which of these findings were never sent to the SIEM (their first send is an
+        alert, not a re-alert)."""
+        wanted = set(keys)
+        rows = self.db.execute("select key from findings where last_sent is null")
+        return {k for (k,) in rows if k in wanted}
+
     def mark_sent(self, keys: Iterable[str]) -> None:
         at = now()
         for key in keys:
@@ -909,17 +1088,19 @@ class Store:
             for row in self.db.query(sql, [limit]):
                 if isinstance(row.get("path"), bytes):
                     row["path"] = os.fsdecode(row["path"])
+                if isinstance(row.get("acknowledged"), str):
+                    row["acknowledged"] = json.loads(row["acknowledged"])
                 out.append(row)
             return out
 
         return {
             "runs": decoded("select * from runs order by id desc limit ?"),
             "acceptances": decoded(
-                "select id, path, at, who, reason, generation from acceptances "
+                "select id, path, at, who, reason, generation, acknowledged from acceptances "
                 "order by id desc limit ?"
             ),
             "findings": decoded(
-                "select path, rule, severity, attribute, message, first_seen, last_seen, status "
-                "from findings order by last_seen desc limit ?"
+                "select path, rule, severity, attribute, message, first_seen, last_seen, status, "
+                "ack_who, ack_at, ack_reason from findings order by last_seen desc limit ?"
             ),
         }

@@ -268,7 +268,7 @@ def test_tampered_signed_baseline_alerts_the_siem_and_exits_20(host, rsyslog):
     signing.keygen(str(base / "k.key"), str(base / "k.pub"), b"pw-for-the-test")
     opts = api.Options(root=str(root), db=str(base / "baseline.db"), profiles=("demo",),
                        profile_dirs=(str(profiles),))
-    api.init(opts, sign=api.SignKey(str(base / "k.key"), b"pw-for-the-test"))
+    api.init(opts, sign=api.SignKey(str(base / "k.key"), b"pw-for-the-test"), force=True)
     store = Store.open(str(base / "baseline.db"))
     store.db.execute("delete from files where rowid = 1")
     store.set_meta("rows_digest", store.current_digest())
@@ -309,7 +309,7 @@ def test_cron_verify_of_tampered_baseline_alerts_the_siem(host, rsyslog):
     signing.keygen(str(base / "k.key"), str(base / "k.pub"), b"pw-for-the-test")
     opts = api.Options(root=str(root), db=str(base / "baseline.db"), profiles=("demo",),
                        profile_dirs=(str(profiles),))
-    api.init(opts, sign=api.SignKey(str(base / "k.key"), b"pw-for-the-test"))
+    api.init(opts, sign=api.SignKey(str(base / "k.key"), b"pw-for-the-test"), force=True)
     store = Store.open(str(base / "baseline.db"))
     store.db.execute("update files set mode = 0 where rowid = 1")
     store.db.execute("update files set record = replace(record, '\"uid\":', '\"uid\":9')"

@@ -103,7 +103,7 @@ def test_wrong_passphrase_is_a_config_error(signed, capsys):
     """A wrong passphrase: exit 17, and the passphrase is not echoed."""
     _, args, _, tmp = signed
     (tmp / "bad").write_text("wrong-passphrase-xyz\n")
-    code = main(["init", *args, "--sign-key", str(tmp / "k.key"),
+    code = main(["init", *args, "--force", "--sign-key", str(tmp / "k.key"),
                  "--passphrase-file", str(tmp / "bad")])
     err = capsys.readouterr().err
     assert code == 17 and "wrong-passphrase-xyz" not in err
