@@ -244,7 +244,8 @@ def test_systemd_state_directory_changes_are_normal(inside, capsys):
     (lambda s: (shutil.copy("/bin/true", s / "helper"), os.chmod(s / "helper", 0o755)),
      "MI-SELF-STATE-PLANTED"),
     (lambda s: os.mkfifo(s / "pipe"), "MI-SELF-STATE-PLANTED"),
-    (lambda s: os.chmod(s / "baseline.db", 0o666), "MI-SELF-STATE-WRITABLE"),
+    (lambda s: ((s / "outbox.db").write_bytes(b""), os.chmod(s / "outbox.db", 0o666)),
+     "MI-SELF-STATE-WRITABLE"),  # (a loose database mode is repaired when it is opened)
     (lambda s: os.chmod(s / "baseline.db", 0o4700), "MI-SELF-STATE-EXECUTABLE"),
 ])
 def test_tampering_with_the_state_is_critical(inside, capsys, tamper, rule):
