@@ -352,11 +352,15 @@ def forward(cfg: Config, opts: api.Options, rep: Any, tracked: api.Tracked) -> N
     if sender is None:
         return
     keys = fwd.send(sender, rep, tracked, host=api.hostname())
-    store = Store.open(opts.db)
-    try:
-        store.mark_sent(keys)
-    finally:
-        store.close()
+    try:  # bookkeeping only (a finding not marked goes out as new once more): never fatal
+        store = Store.open(opts.db, state_dir=opts.state_dir)
+        try:
+            store.mark_sent(keys)
+        finally:
+            store.close()
+    except MonitorError as exc:
+        if not _LOGGING["quiet"]:
+            click.echo(f"warning: findings sent, not marked as sent: {exc.message}", err=True)
 
 
 @cli.command()
