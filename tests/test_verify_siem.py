@@ -52,7 +52,7 @@ def actions(server: Rsyslog, msgid: str) -> list[str]:
     for line in server.messages():
         m = parse_5424(line)
         if m["msgid"] == msgid:
-            out.append(json.loads(m["msg"])["event"]["action"])
+            out.append(json.loads(m["msg"])["mail_integrity"]["alert_state"])
     return out
 
 
@@ -79,14 +79,14 @@ def test_scheduled_verify_sends_standing_findings_then_resolved(host, rsyslog):
     config = base / "siem.toml"
     config.write_text(f'[syslog]\nurl = "{rsyslog.url("tcp")}"\n')
     assert verify(args, config).returncode == 8
-    assert wait_actions(rsyslog, "MI-ALIAS-DECODE", 1) == ["finding"]
+    assert wait_actions(rsyslog, "MI-ALIAS-DECODE", 1) == ["new"]
     assert (base / "outbox.db").exists()
     assert verify(args, config).returncode == 8
-    assert wait_actions(rsyslog, "MI-ALIAS-DECODE", 2) == ["finding", "realert"]
+    assert wait_actions(rsyslog, "MI-ALIAS-DECODE", 2) == ["new", "realert"]
     aliases = root / "etc/mail/aliases"
     aliases.write_text(aliases.read_text().replace(DECODER, ""))
     assert verify(args, config).returncode & 8 == 0
-    assert wait_actions(rsyslog, "MI-ALIAS-DECODE", 3) == ["finding", "realert", "resolved"]
+    assert wait_actions(rsyslog, "MI-ALIAS-DECODE", 3) == ["new", "realert", "resolved"]
     with aliases.open("a") as fh:
         fh.write(DECODER)
     offline = base / "offline.toml"
@@ -123,7 +123,7 @@ def test_watch_reports_a_standing_finding_at_start(host, rsyslog):
         time.sleep(0.5)
     finally:
         daemon.stop()
-    assert got[:1] == ["finding"] and "resolved" not in actions(rsyslog, "MI-ALIAS-DECODE")
+    assert got[:1] == ["new"] and "resolved" not in actions(rsyslog, "MI-ALIAS-DECODE")
 
 
 def test_watch_is_silent_about_its_own_state_and_alerts_on_tampering(tmp_path, rsyslog):
@@ -146,7 +146,7 @@ def test_watch_is_silent_about_its_own_state_and_alerts_on_tampering(tmp_path, r
     daemon.start()
     try:
         (root / "etc/mail/aliases").chmod(0o640)
-        assert wait_actions(rsyslog, "MI-PERM-TIGHTENED", 1) == ["finding"]
+        assert wait_actions(rsyslog, "MI-PERM-TIGHTENED", 1) == ["new"]
         api.update(opts, paths=["/etc/mail/aliases"], reason="tightened on purpose")
         time.sleep(1.0)
         assert not [m for m in rsyslog.messages() if "MI-SELF" in parse_5424(m)["msgid"]]
@@ -155,7 +155,7 @@ def test_watch_is_silent_about_its_own_state_and_alerts_on_tampering(tmp_path, r
     finally:
         state.chmod(0o700)
         daemon.stop()
-    assert got == ["finding"]
+    assert got == ["new"]
     msg = next(parse_5424(m) for m in rsyslog.messages()
                if parse_5424(m)["msgid"] == "MI-SELF-STATE-WRITABLE")
     assert int(msg["pri"]) % 8 == 2  # crit
@@ -172,7 +172,7 @@ def test_watch_realerts_a_standing_finding_until_acknowledged(host, rsyslog):
     daemon.start()
     try:
         got = wait_actions(rsyslog, "MI-ALIAS-DECODE", 3)
-        assert got[0] == "finding" and got[1:3] == ["realert", "realert"]
+        assert got[0] == "new" and got[1:3] == ["realert", "realert"]
         api.update(api.Options(root=str(root), db=str(base / "baseline.db"),
                                profiles=("demo",), profile_dirs=(str(base / "profiles"),)),
                    paths=["/etc/mail/aliases"], reason="known")
