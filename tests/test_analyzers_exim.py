@@ -157,7 +157,15 @@ DC_EDITS = [
         Severity.CRITICAL,
     ),
     ("dc_relay_nets=''", "dc_relay_nets='*'", "MI-EXIM-RELAY-NETS-OPEN", Severity.CRITICAL),
-    ("dc_relay_nets=''", "dc_relay_nets='8.0.0.0/8'", "MI-EXIM-RELAY-NETS-WIDE", Severity.HIGH),
+    # issue 10 class 5: a public /8 is as open as 0/0 (was WIDE/high); /16 stays wide
+    ("dc_relay_nets=''", "dc_relay_nets='8.0.0.0/8'", "MI-EXIM-RELAY-NETS-OPEN", Severity.CRITICAL),
+    ("dc_relay_nets=''", "dc_relay_nets='8.8.0.0/16'", "MI-EXIM-RELAY-NETS-WIDE", Severity.HIGH),
+    (
+        "dc_relay_nets=''",
+        "dc_relay_nets='0.0.0.0/1 ; 128.0.0.0/1'",
+        "MI-EXIM-RELAY-NETS-OPEN",
+        Severity.CRITICAL,
+    ),
     (
         "dc_relay_domains=''",
         "dc_relay_domains='*'",

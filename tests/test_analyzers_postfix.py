@@ -156,7 +156,11 @@ def test_classify_network(entry: str, scope: str) -> None:
 RISKY_MAIN = [
     ("mynetworks = 0.0.0.0/0", "MI-POSTFIX-MYNETWORKS-OPEN", Severity.CRITICAL),
     ("mynetworks = 127.0.0.0/8 [::]/0", "MI-POSTFIX-MYNETWORKS-OPEN", Severity.CRITICAL),
-    ("mynetworks = 127.0.0.0/8, 8.0.0.0/8", "MI-POSTFIX-MYNETWORKS-WIDE", Severity.HIGH),
+    # issue 10 class 5: a public /8 is as open as 0/0 (was WIDE/high); /16 stays wide
+    ("mynetworks = 127.0.0.0/8, 8.0.0.0/8", "MI-POSTFIX-MYNETWORKS-OPEN", Severity.CRITICAL),
+    ("mynetworks = 127.0.0.0/8, 8.8.0.0/16", "MI-POSTFIX-MYNETWORKS-WIDE", Severity.HIGH),
+    ("mynetworks = 0.0.0.0/1 128.0.0.0/1", "MI-POSTFIX-MYNETWORKS-OPEN", Severity.CRITICAL),
+    ("mynetworks = [::]/1 [8000::]/1", "MI-POSTFIX-MYNETWORKS-OPEN", Severity.CRITICAL),
     (
         "smtpd_relay_restrictions = permit_mynetworks, permit, reject_unauth_destination",
         "MI-POSTFIX-OPEN-RELAY",

@@ -9,11 +9,11 @@ The module also holds the small helpers the exim and dovecot analyzers share
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from integrity.analyzers.networks import is_public, judge_networks, parse_network
 from integrity.model import Facts, Finding, Severity
 
 _C, _H, _M, _L, _I = (
@@ -30,40 +30,21 @@ _DEPTH = 12  # expansion / restriction-class recursion limit: survives self-refe
 # Shared helpers (also used by exim.py and dovecot.py)
 
 
-def _ip_network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
-    """Parse an address or prefix as Postfix, Exim or Dovecot write it, or None."""
-    text = text.strip().replace("[", "").replace("]", "")
-    addr, slash, bits = text.partition("/")
-    if ":" not in addr and addr.replace(".", "").isdigit() and addr.count(".") < 3:
-        addr = ".".join([*addr.split("."), "0", "0", "0"][:4])  # 10/8, 0/0 short forms
-    try:
-        return ipaddress.ip_network(f"{addr}{slash}{bits}", strict=False)
-    except ValueError:
-        return None
-
-
 def classify_network(entry: str) -> str:
-    """How far a client-network entry reaches: any, wide, public, local or other.
+    """How far one client-network entry reaches: any, wide, public, local or other.
 
     ``any`` is the whole address space (an open relay when it grants relaying),
     ``wide`` a public prefix shorter than /24 (IPv4) or /48 (IPv6), ``public`` a
     narrower public range, ``local`` loopback/private/link-local, ``other`` a
-    hostname, table or file that cannot be judged from the text.
+    hostname, table or file that cannot be judged from the text. Sets of entries are
+    judged together by :func:`integrity.analyzers.networks.judge_networks`.
     """
-    entry = entry.strip().lstrip("!")
-    if entry in ("*", "0/0", "::/0", "[::]/0", "[::/0]"):
-        return "any"
-    net = _ip_network(entry)
+    net = parse_network(entry.strip().lstrip("!"))
     if net is None:
         return "other"
-    if isinstance(net, ipaddress.IPv6Network) and net.subnet_of(
-        ipaddress.IPv6Network("::ffff:0:0/96")
-    ):  # IPv4-mapped: judge as the IPv4 range it covers
-        mapped = net.network_address.ipv4_mapped
-        net = ipaddress.ip_network(f"{mapped}/{max(net.prefixlen - 96, 0)}", strict=False)
     if net.prefixlen == 0:
         return "any"
-    if net.is_private or net.is_loopback or net.is_link_local:
+    if not is_public(net):
         return "local"
     limit = 24 if net.version == 4 else 48
     return "wide" if net.prefixlen < limit else "public"
@@ -398,24 +379,27 @@ def _network_findings(path: str, attr: str, name: str, entries: list[str]) -> li
 def network_findings(
     path: str, attr: str, entries: list[str], *, rule: str, where: str
 ) -> list[Finding]:
-    """Relay networks that open the host to the Internet (critical) or a whole public
-    network (high); shared by postfix mynetworks and exim relay_from_hosts."""
+    """Relay networks judged by their union (shared by postfix mynetworks, exim relay
+    nets and sendmail access): the Internet or a public /8 or more, however it is split,
+    is an open relay (critical); a whole public network wider than /24 or /48 is high."""
+    verdict = judge_networks(entries)
+    granted = [e for e in entries if not e.strip().startswith("!")]
+    if verdict.scope == "open":
+        shown = ", ".join(granted[:6]) + (" ..." if len(granted) > 6 else "")
+        text = (
+            f"every client on the Internet may relay: {where} covers {verdict.text} "
+            f"({shown})"
+        )
+        fix = f"remove the public ranges from {where}"
+        return [Finding(path, f"{rule}-OPEN", _C, text, attr, after=shown, fix=fix)]
     out = []
-    for entry in entries:
-        if entry.startswith("!"):
-            continue
-        scope = classify_network(entry)
-        if scope == "any":
-            text = f"every client on the Internet may relay: {where} contains {entry}"
-            fix = f"remove {entry} from {where}"
-            out.append(Finding(path, f"{rule}-OPEN", _C, text, attr, after=entry, fix=fix))
-        elif scope == "wide":
-            text = (
-                f"a whole public network may relay: {where} contains {entry} "
-                "(wider than /24 or /48)"
-            )
-            fix = f"narrow {entry} in {where} to the hosts that really submit mail"
-            out.append(Finding(path, f"{rule}-WIDE", _H, text, attr, after=entry, fix=fix))
+    for entry in verdict.wide_entries:
+        text = (
+            f"a whole public network may relay: {where} contains {entry} "
+            "(wider than /24 or /48)"
+        )
+        fix = f"narrow {entry} in {where} to the hosts that really submit mail"
+        out.append(Finding(path, f"{rule}-WIDE", _H, text, attr, after=entry, fix=fix))
     return out
 
 
