@@ -82,7 +82,7 @@ def public_size(nets: Iterable[Network]) -> tuple[int, int]:
 def _public_part(block: Network) -> int:
     """Addresses of ``block`` outside the non-public ranges (they never overlap each other
     except by containment, so subtracting the maximal ones once is exact)."""
-    inside = [p for p in _NOT_PUBLIC if p.version == block.version and p.overlaps(block)]  # type: ignore[arg-type]
+    inside = [p for p in _NOT_PUBLIC if p.version == block.version and p.overlaps(block)]
     total = block.num_addresses
     for p in ipaddress.collapse_addresses(inside):  # type: ignore[type-var]
         if p.subnet_of(block):  # type: ignore[arg-type]
