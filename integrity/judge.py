@@ -8,6 +8,7 @@ everywhere (no world-writable file, no unexpected set-id bit, no readable secret
 
 from __future__ import annotations
 
+import posixpath
 import re
 import stat
 from collections import defaultdict
@@ -15,6 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 
 from integrity import analyzers
+from integrity.analyzers.programs import program_class
 from integrity.model import (
     Change,
     ChangeKind,
@@ -49,13 +51,25 @@ def _who(rec: FileRecord, owner: bool = True) -> str:
 # -- state checks ---------------------------------------------------------------------
 
 
-def check_state(rec: FileRecord, rule: Rule | None, role: Role) -> list[Finding]:
-    """What this record violates right now: expectations and the universal rules."""
+def check_state(
+    rec: FileRecord,
+    rule: Rule | None,
+    role: Role,
+    records: Mapping[str, FileRecord] | None = None,
+) -> list[Finding]:
+    """What this record violates right now: expectations and the universal rules.
+
+    ``records`` (the other records of the same snapshot) lets an smrsh entry be followed
+    through its symlink chain to the program it really runs."""
     expect = rule.expect if rule else Expect()
     out: list[Finding] = []
-    allowed = expect.widest()
+    if rule is not None and rule.smrsh and rule.recursive is False:
+        shell = smrsh_shell(rec, records or {})
+        if shell is not None:
+            out.append(_smrsh_shell_finding(rec, shell))
+    allowed = _best_mode(rec, expect.mode)
     universal = universal_deny(rec, role, expect.allows_setid())
-    if allowed is not None:
+    if allowed is not None and _covered(rec.mode, allowed):
         universal &= ~allowed  # the profile documents the packaging: its modes are expected
     extra = rec.mode & (universal | expect.deny)
     if allowed is not None:
@@ -92,6 +106,22 @@ def check_state(rec: FileRecord, rule: Rule | None, role: Role) -> list[Finding]
         )
     out.extend(_acl_state(rec, role))
     return out
+
+
+def _covered(mode: int, allowed: int) -> bool:
+    """``mode`` grants nothing beyond one packaged mode, and a world-writable directory
+    keeps that mode's sticky bit (0777 is not "within" 1777: anyone may delete files)."""
+    if mode & ~allowed:
+        return False
+    return not mode & stat.S_IWOTH or (mode & stat.S_ISVTX) == (allowed & stat.S_ISVTX)
+
+
+def _best_mode(rec: FileRecord, modes: tuple[int, ...]) -> int | None:
+    """The packaged mode ``rec`` is closest to (fewest extra bits): modes are alternatives,
+    never a union (2775 or 3777 allows neither 0777 nor 2777)."""
+    if not modes:
+        return None
+    return min(modes, key=lambda m: (not _covered(rec.mode, m), bin(rec.mode & ~m).count("1")))
 
 
 def _owner_state(rec: FileRecord, expect: Expect, role: Role) -> list[Finding]:
@@ -171,6 +201,56 @@ def _acl_state(rec: FileRecord, role: Role) -> list[Finding]:
             fix=f"setfacl -b {rec.path}",
         )
     ]
+
+
+def smrsh_shell(rec: FileRecord, records: Mapping[str, FileRecord]) -> str | None:
+    """The shell or interpreter an smrsh entry is, or leads to through its symlinks."""
+    seen: set[str] = set()
+    current: FileRecord | None = rec
+    while current is not None and current.path not in seen:
+        seen.add(current.path)
+        found = program_class(current.path)
+        if found is not None:
+            return current.path.rsplit("/", 1)[-1]
+        if current.ftype != FileType.SYMLINK or not current.link_target:
+            return None
+        target = current.link_target
+        if program_class(target) is not None:
+            return target.rsplit("/", 1)[-1]
+        base = "/" if target.startswith("/") else posixpath.dirname(current.path)
+        current = records.get(posixpath.normpath(posixpath.join(base, target)))
+    return None
+
+
+def _smrsh_shell_finding(rec: FileRecord, shell: str) -> Finding:
+    how = "is" if rec.ftype != FileType.SYMLINK else "points to"
+    return Finding(
+        rec.path,
+        "MI-SMRSH-SHELL",
+        Severity.CRITICAL,
+        f"smrsh entry {how} {shell}: every alias and .forward pipe can now run any command",
+        "smrsh",
+        None,
+        rec.link_target or shell,
+        fix=f"rm {rec.path}",
+    )
+
+
+def _smrsh_added(rec: FileRecord, records: Mapping[str, FileRecord]) -> Finding:
+    shell = smrsh_shell(rec, records)
+    if shell is not None:
+        return _smrsh_shell_finding(rec, shell)
+    what = f" (-> {rec.link_target})" if rec.link_target else ""
+    return Finding(
+        rec.path,
+        "MI-SMRSH-ENTRY-ADDED",
+        Severity.HIGH,
+        f"new program in smrsh's directory{what}: every alias and .forward pipe may run it",
+        "smrsh",
+        None,
+        rec.link_target or str(rec.ftype),
+        fix=f"rm {rec.path} unless it is an approved delivery agent",
+    )
 
 
 def check_child(rec: FileRecord, parent: Rule) -> list[Finding]:
@@ -330,11 +410,11 @@ def judge(
             # the profile's own rule for exactly this path (not one made up for an entry of
             # a recursive directory): the file has a known meaning
             named = rule is not None and not rule.is_glob and rule in policy.rules
-            found = _added(new, rule, role, named=named)
+            found = _added(new, rule, role, named=named, records=current)
         elif old is not None and new is None:
             found = [_removed(old, role)]
         elif old is not None and new is not None:
-            ctx = _Ctx(old, new, rule, role, content_changed, triage)
+            ctx = _Ctx(old, new, rule, role, content_changed, triage, current)
             found = _changed(ctx, {c.attribute: c for c in chs})
         else:
             continue
@@ -357,12 +437,21 @@ def _escalate_self(findings: list[Finding], rule: Rule | None) -> list[Finding]:
     ]
 
 
-def _added(rec: FileRecord, rule: Rule | None, role: Role, *, named: bool) -> list[Finding]:
+def _added(
+    rec: FileRecord,
+    rule: Rule | None,
+    role: Role,
+    *,
+    named: bool,
+    records: Mapping[str, FileRecord] | None = None,
+) -> list[Finding]:
     """``named``: the profile names exactly this path (an exim4.conf that overrides the
     generated config, new credentials, a new binary): it appeared, with a known meaning."""
     where = rec.path.rsplit("/", 1)[0] or "/"
     fix = f"mail-integrity update --accept {rec.path} --reason '...' if intended"
-    if named and rule is not None and role != Role.VOLATILE:
+    if rule is not None and rule.smrsh and not rule.recursive:
+        out = [_smrsh_added(rec, records or {})]
+    elif named and rule is not None and role != Role.VOLATILE:
         why = f": {rule.note}" if rule.note else ""
         out = [
             Finding(
@@ -396,6 +485,8 @@ def _added(rec: FileRecord, rule: Rule | None, role: Role, *, named: bool) -> li
             )
         ]
     for f in check_state(rec, rule, role):
+        if f.rule == "MI-SMRSH-SHELL":
+            continue  # already judged above
         if f.rule == "MI-EXPECT-CAPABILITY":  # a new file that brings capabilities
             f = replace(f, rule="MI-CAPABILITY-ADDED", severity=Severity.CRITICAL)
         out.append(f)
@@ -434,7 +525,7 @@ def assess_facts(rec: FileRecord, rule: Rule | None) -> list[Finding]:
 
 
 class _Ctx:
-    __slots__ = ("content_changed", "new", "old", "role", "rule", "triage")
+    __slots__ = ("content_changed", "new", "old", "records", "role", "rule", "triage")
 
     def __init__(
         self,
@@ -444,9 +535,10 @@ class _Ctx:
         role: Role,
         content_changed: set[str],
         triage: Triage | None,
+        records: Mapping[str, FileRecord],
     ) -> None:
         self.old, self.new, self.rule, self.role = old, new, rule, role
-        self.content_changed, self.triage = content_changed, triage
+        self.content_changed, self.triage, self.records = content_changed, triage, records
 
 
 def _changed(ctx: _Ctx, by_attr: dict[str, Change]) -> list[Finding]:
@@ -460,6 +552,10 @@ def _changed(ctx: _Ctx, by_attr: dict[str, Change]) -> list[Finding]:
         out.append(_owner_changed(old, new, ctx.role))
     if "gid" in by_attr:
         out.append(_group_changed(old, new, ctx.role))
+    if "link_target" in by_attr and ctx.rule is not None and ctx.rule.smrsh:
+        shell = smrsh_shell(new, ctx.records)
+        if shell is not None:
+            out.append(_smrsh_shell_finding(new, shell))
     if "link_target" in by_attr and ctx.rule is not None and ctx.rule.rotates and is_rotation(
         old.link_target, new.link_target
     ):

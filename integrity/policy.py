@@ -34,6 +34,7 @@ __all__ = [
     "Profile",
     "Rule",
     "available",
+    "behind_link",
     "detect",
     "format_mode",
     "load",
@@ -50,7 +51,7 @@ LOCAL_DIR = Path("/etc/mail-integrity/profiles.d")
 _PROFILE_KEYS = ("name", "description", "mta", "detect", "detect_unless", "include")
 _FILE_KEYS = (
     "path", "role", "owner", "group", "mode", "deny", "optional", "analyzer",
-    "recursive", "entry_role", "source", "ignore", "note", "children", "rotates",
+    "recursive", "entry_role", "source", "ignore", "note", "children", "rotates", "smrsh",
 )  # fmt: skip
 _CHILD_KEYS = ("owner", "group", "mode", "deny", "types")
 _GLOB_CHARS = frozenset("*?[")
@@ -110,6 +111,9 @@ class Rule:
     #: renewed by numbered versions (certbot's archive/privkeyN.pem and live/ links): a new
     #: version and a link moved to it are routine, not an intrusion
     rotates: bool = False
+    #: an smrsh command directory (or an entry of one): every entry is a program that
+    #: every alias and .forward pipe may run, so a new one is high and a shell critical
+    smrsh: bool = False
 
     def matches(self, path: str) -> bool:
         """Whether ``path`` is this rule's path or matches its glob (not entries below it)."""
@@ -371,6 +375,23 @@ def _entry_rule(rule: Rule, top: str, path: str) -> Rule | None:
         optional=True,
         ignore=rule.ignore,
         note=f"entry below {top}",
+        origin=rule.origin,
+        smrsh=rule.smrsh,
+    )
+
+
+def behind_link(rule: Rule, path: str, link: str) -> Rule:
+    """The rule for a file a monitored symlink leads to (``/etc/alternatives/mta``, the real
+    ``sendmail.sendmail``): the link's role and expectations hold for what it points to,
+    since a symlink's own mode means nothing. Used when the file has no rule of its own."""
+    return Rule(
+        pattern=path,
+        role=rule.role,
+        profile=rule.profile,
+        expect=rule.expect if rule.role not in _IGNORE_ROLES else replace(rule.expect, mode=()),
+        optional=True,
+        children=rule.children,
+        note=f"behind the symlink {link}",
         origin=rule.origin,
     )
 
@@ -755,6 +776,7 @@ def _parse_rule(sec: _Sec, profile: str, origin: str) -> Rule:
         note=sec.text("note") or "",
         origin=origin,
         rotates=sec.flag("rotates"),
+        smrsh=sec.flag("smrsh"),
     )
     _check_rule(sec, rule)
     return rule
@@ -822,6 +844,8 @@ def _check_rule(sec: _Sec, rule: Rule) -> None:
     if rule.children is not None and rule.role not in _CHILD_ROLES:
         problem = f"[file.children] needs role queue, spool or directory, not {rule.role}"
         sec.ctx.fail(("children", sec.where[1]), None, problem)
+    if rule.smrsh and not (rule.recursive and rule.role is Role.DIRECTORY):
+        sec.fail("smrsh", "smrsh = true needs role directory and recursive = true")
     if "entry_role" in sec.data and not rule.recursive:
         sec.fail("entry_role", "entry_role needs recursive = true")
     if rule.ignore and not (rule.recursive or rule.role in _IGNORE_ROLES):

@@ -13,7 +13,7 @@ import json
 import os
 import posixpath
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 
 from integrity import analyzers, scanner
@@ -75,6 +75,7 @@ def make_plan(
             plan.warnings.append(
                 ScanWarning(rule.pattern, f"expected by profile {rule.profile} but missing")
             )
+    _add_link_targets(root, plan, policy)
     for parent in policy.parents():
         if parent not in plan.targets and os.path.lexists(scanner.host_path(root, parent)):
             plan.targets[parent] = Target(parent, None, Role.DIRECTORY)
@@ -84,6 +85,24 @@ def make_plan(
         plan.targets = {p: t for p, t in plan.targets.items() if p in keep}
         plan.child_dirs = [t for t in plan.child_dirs if t.path in keep]
     return plan
+
+
+def _add_link_targets(root: str, plan: Plan, policy: Policy) -> None:
+    """What the profile's symlinks (and binary entries) lead to is monitored too (links.py)."""
+    from integrity import links
+
+    ids = {id(r) for r in policy.rules}
+    linked = []
+    for t in plan.targets.values():
+        if t.rule is not None and id(t.rule) in ids:
+            linked.append((t.path, t.rule))
+        elif t.role == Role.BINARY and (rule := t.rule or policy.rule_for(t.path)) is not None:
+            linked.append((t.path, rule))
+    for hop, rule, _link in links.chain_targets(root, policy, linked):
+        if hop not in plan.targets:
+            plan.targets[hop] = Target(hop, rule, rule.role)
+            if rule.role in CHILD_ROLES:
+                plan.child_dirs.append(Target(hop, rule, rule.role))
 
 
 def _glob(root: str, pattern: str) -> list[str]:
@@ -511,16 +530,23 @@ def state_findings(snap: Snapshot) -> list[Finding]:
     """Everything the live state violates, with no baseline (init and audit)."""
     out = list(snap.child_findings)
     for path, rec in snap.records.items():
-        out.extend(_record_state(rec, snap.plan.targets[path], path in snap.plan.parents))
+        target = snap.plan.targets[path]
+        out.extend(_record_state(rec, target, path in snap.plan.parents, snap.records))
     out.extend(_postfix_services(snap))
     return dedupe(out)
 
 
-def _record_state(rec: FileRecord, target: Target, parent: bool) -> list[Finding]:
-    """What one record violates on its own (``parent``: an ancestor of monitored paths)."""
+def _record_state(
+    rec: FileRecord,
+    target: Target,
+    parent: bool,
+    records: Mapping[str, FileRecord] | None = None,
+) -> list[Finding]:
+    """What one record violates on its own (``parent``: an ancestor of monitored paths;
+    ``records``: the symlinks an smrsh entry may lead through)."""
     if parent:
         return check_parent(rec)
-    out = check_state(rec, target.rule, target.role)
+    out = check_state(rec, target.rule, target.role, records)
     out.extend(assess_facts(rec, target.rule))
     if target.role == Role.DIRECTORY and rec.ftype == FileType.DIR:
         out.extend(check_parent(rec))
@@ -551,6 +577,8 @@ def stream_snapshot(
     rules = _DirRules(policy)
     out.warnings.extend(plan.warnings)
     with_facts: dict[str, FileRecord] = {}
+    links: dict[str, FileRecord] = {}
+    smrsh: list[tuple[FileRecord, Target]] = []
     dirs: set[str] = set()
     for target in sorted(plan.targets.values(), key=lambda t: os.fsencode(t.path)):
         parent = target.path in plan.parents
@@ -568,6 +596,10 @@ def stream_snapshot(
         out.findings.extend(_record_state(rec, target, parent))
         if rec.facts is not None:
             with_facts[target.path] = rec
+        if rec.ftype == FileType.SYMLINK:  # few: kept to follow smrsh entries' chains
+            links[target.path] = rec
+            if target.rule is not None and target.rule.smrsh:
+                smrsh.append((rec, target))
         if rec.ftype == FileType.DIR:
             dirs.add(target.path)
         yield rec, target.role
@@ -576,6 +608,8 @@ def stream_snapshot(
         if t.path in dirs:
             findings.extend(_check_children(root, t, names, out.warnings, progress))
     findings.extend(_postfix_services(Snapshot(with_facts, {}, [], [], plan)))
+    for rec, target in smrsh:  # now that every hop of their chains has been seen
+        findings.extend(check_state(rec, target.rule, target.role, links))
     out.findings = dedupe(findings)
 
 

@@ -806,6 +806,212 @@ def _build_dovecot(root: Path) -> None:
     _write(root, "/usr/share/dovecot/protocols.d/pop3d.protocol", "protocols = $protocols pop3\n")
 
 
+# --------------------------------------------------------------------------- sendmail, RHEL
+
+RHEL_CF = "/usr/share/sendmail-cf"
+
+#: Fedora's sendmail.spec %post: `alternatives --install /usr/sbin/sendmail mta
+#: /usr/sbin/sendmail.sendmail` and its followers: (link, alternative name, target).
+RHEL_ALTERNATIVES = (
+    ("/usr/sbin/sendmail", "mta", "/usr/sbin/sendmail.sendmail"),
+    ("/usr/sbin/makemap", "mta-makemap", "/usr/sbin/makemap.sendmail"),
+    ("/usr/sbin/editmap", "mta-editmap", "/usr/sbin/editmap.sendmail"),
+    ("/usr/bin/mailq", "mta-mailq", "/usr/bin/mailq.sendmail"),
+    ("/usr/bin/newaliases", "mta-newaliases", "/usr/bin/newaliases.sendmail"),
+    ("/usr/lib/sendmail", "mta-sendmail", "/usr/lib/sendmail.sendmail"),
+    ("/etc/pam.d/smtp", "mta-pam", "/etc/pam.d/smtp.sendmail"),
+)
+
+#: %install: `ln -sf --relative` links to sendmail.sendmail (and makemap in /usr/bin).
+RHEL_RELATIVE = (
+    ("/usr/bin/hoststat", "../sbin/sendmail.sendmail"),
+    ("/usr/bin/purgestat", "../sbin/sendmail.sendmail"),
+    ("/usr/bin/mailq.sendmail", "../sbin/sendmail.sendmail"),
+    ("/usr/bin/newaliases.sendmail", "../sbin/sendmail.sendmail"),
+    ("/usr/lib/sendmail.sendmail", "../sbin/sendmail.sendmail"),
+    ("/usr/bin/makemap", "../sbin/makemap"),
+)
+
+#: The real sendmail 8.17 binaries (from the Debian build) at their RHEL names.
+RHEL_BINARIES = (
+    ("sendmail", "/usr/sbin/sendmail.sendmail"),
+    ("makemap", "/usr/sbin/makemap.sendmail"),
+    ("editmap", "/usr/sbin/editmap.sendmail"),
+    ("mailstats", "/usr/sbin/mailstats"),
+    ("praliases", "/usr/sbin/praliases"),
+    ("smrsh", "/usr/sbin/smrsh"),
+)
+
+#: The stock RHEL sendmail.mc, shortened to the lines that produce configuration.
+RHEL_MC = """\
+divert(-1)dnl
+dnl # This is the sendmail macro config file for m4. If you make changes to
+dnl # /etc/mail/sendmail.mc, you will need to regenerate the /etc/mail/sendmail.cf
+dnl #     make -C /etc/mail
+include(`/usr/share/sendmail-cf/m4/cf.m4')dnl
+VERSIONID(`setup for linux')dnl
+OSTYPE(`linux')dnl
+define(`confDEF_USER_ID', ``8:12'')dnl
+define(`confTO_CONNECT', `1m')dnl
+define(`confTRY_NULL_MX_LIST', `True')dnl
+define(`confDONT_PROBE_INTERFACES', `True')dnl
+define(`PROCMAIL_MAILER_PATH', `/usr/bin/procmail')dnl
+define(`ALIAS_FILE', `/etc/aliases')dnl
+define(`STATUS_FILE', `/var/log/mail/statistics')dnl
+define(`UUCP_MAILER_MAX', `2000000')dnl
+define(`confUSERDB_SPEC', `/etc/mail/userdb.db')dnl
+define(`confPRIVACY_FLAGS', `authwarnings,novrfy,noexpn,restrictqrun')dnl
+define(`confAUTH_OPTIONS', `A')dnl
+define(`confTO_IDENT', `0')dnl
+FEATURE(`no_default_msa', `dnl')dnl
+FEATURE(`smrsh', `/usr/sbin/smrsh')dnl
+FEATURE(`mailertable', `hash -o /etc/mail/mailertable.db')dnl
+FEATURE(`virtusertable', `hash -o /etc/mail/virtusertable.db')dnl
+FEATURE(redirect)dnl
+FEATURE(always_add_domain)dnl
+FEATURE(use_cw_file)dnl
+FEATURE(use_ct_file)dnl
+FEATURE(local_procmail, `', `procmail -t -Y -a $h -d $u')dnl
+FEATURE(`access_db', `hash -T<TMPF> -o /etc/mail/access.db')dnl
+FEATURE(`blocklist_recipients')dnl
+EXPOSED_USER(`root')dnl
+DAEMON_OPTIONS(`Port=smtp,Addr=127.0.0.1, Name=MTA')dnl
+FEATURE(`accept_unresolvable_domains')dnl
+LOCAL_DOMAIN(`localhost.localdomain')dnl
+MAILER(smtp)dnl
+MAILER(procmail)dnl
+"""
+
+RHEL_ACCESS = """\
+# Check the /usr/share/doc/sendmail/README.cf file for a description
+# of the format of this file. (search for access_db in that file)
+# The /usr/share/doc/sendmail/README.cf is part of the sendmail-doc
+# package.
+#
+# If you want to use AuthInfo with "M:PLAIN LOGIN", make sure to have the
+# cyrus-sasl-plain package installed.
+#
+# By default we allow relaying from localhost...
+Connect:localhost.localdomain		RELAY
+Connect:localhost			RELAY
+Connect:127.0.0.1			RELAY
+"""
+
+RHEL_MAKE = """\
+#!/bin/bash
+# /etc/mail/make: rebuild the maps and the .cf files (sendmail.etc-mail-make)
+cd /etc/mail || exit 1
+exec make -s "$@"
+"""
+
+
+def _rhel_specs() -> list[Spec]:
+    f = "sendmail.spec %files"
+    specs = [
+        Spec("/usr/sbin/sendmail.sendmail", "f", "root", "smmsp", 0o2755, f"{f} %attr(2755)"),
+        *(Spec(dst, "f", "root", "root", 0o755, f"{f}, chmod 755") for _, dst in RHEL_BINARIES[1:]),
+        Spec("/etc/mail", "d", "root", "root", 0o755, f"{f} %dir"),
+        Spec("/etc/smrsh", "d", "root", "root", 0o755, f"{f} %dir"),
+        Spec("/var/spool/mqueue", "d", "root", "mail", 0o700, f"{f} %attr(0700,root,mail)"),
+        Spec("/var/spool/clientmqueue", "d", "smmsp", "smmsp", 0o770, f"{f} %attr(0770)"),
+        Spec("/var/spool/clientmqueue/sm-client.st", "f", "smmsp", "smmsp", 0o660, f),
+        Spec("/var/log/mail", "d", "root", "root", 0o755, f"{f} %dir"),
+        Spec("/var/log/mail/statistics", "f", "root", "root", 0o600, "make install STMODE"),
+        Spec("/var/spool/mail", "d", "root", "mail", 0o775, "filesystem rpm %attr(775)"),
+        Spec("/etc/aliases", "f", "root", "root", 0o644, "setup rpm"),
+        Spec("/etc/aliases.db", "f", "root", "root", 0o640, "%post newaliases"),
+        Spec("/etc/mail/make", "f", "root", "root", 0o755, f"{f}, install -m 755"),
+        Spec("/etc/pki/tls/private/sendmail.key", "f", "root", "root", 0o600, "%post umask 077"),
+        Spec("/etc/pki/tls/certs/sendmail.pem", "f", "root", "root", 0o600, "%post chmod 600"),
+    ]
+    for name in ("sendmail.cf", "submit.cf", "sendmail.mc", "submit.mc", "helpfile",
+                 "Makefile", "access", "domaintable", "local-host-names", "mailertable",
+                 "trusted-users", "virtusertable"):  # fmt: skip
+        specs.append(Spec(f"/etc/mail/{name}", "f", "root", "root", 0o644, f"{f}, 644"))
+    for name in ("virtusertable", "access", "domaintable", "mailertable"):
+        specs.append(Spec(f"/etc/mail/{name}.db", "f", "root", "root", 0o640, f"{f} %ghost"))
+    for name in ("sysconfig/sendmail", "pam.d/smtp.sendmail"):
+        specs.append(Spec(f"/etc/{name}", "f", "root", "root", 0o644, f"{f} %config"))
+    return specs
+
+
+def rhel_makemap(root: Path, db_base: str, rows: str, flags: Iterable[str] = ()) -> None:
+    """Rebuild a map of the RHEL tree with the tree's own makemap (as /etc/mail/make does)."""
+    makemap = str(_p(root, "/usr/sbin/makemap.sendmail"))
+    cmd = [makemap, "-C", "/dev/null", *flags, "hash", str(_p(root, db_base))]
+    done = subprocess.run(cmd, input=rows, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"makemap {db_base}: {done.stderr}")
+
+
+def _rhel_cf(root: Path, cfdir: Path, mc_name: str) -> str:
+    """m4 as `make -C /etc/mail` runs it, then the spec's `sed '/##### built by.*on/,+3d'`."""
+    mc = _p(root, f"/etc/mail/{mc_name}.mc").read_text()
+    local = mc.replace(f"{RHEL_CF}/", f"{cfdir}/")
+    pre = [] if "cf.m4" in mc else ["../m4/cf.m4", "-"]  # submit.mc: cf/cf/Makefile's way
+    done = subprocess.run(
+        ["m4", *pre], input=local, capture_output=True, text=True, cwd=cfdir / "cf"
+    )
+    if done.returncode != 0 or done.stderr:
+        raise RuntimeError(f"m4 {mc_name}.mc: {done.stderr}")
+    lines = done.stdout.replace(f"{cfdir}/", f"{RHEL_CF}/").splitlines(keepends=True)
+    out, skip = [], 0
+    for line in lines:
+        if re.match(r"##### built by .* on", line):
+            skip = 4
+        if skip:
+            skip -= 1
+            continue
+        out.append(line)
+    return "".join(out)
+
+
+def _build_sendmail_rhel(root: Path) -> None:
+    """The RHEL layout, with the real sendmail binaries and cf tree of the Debian build."""
+    with tempfile.TemporaryDirectory() as scratch:
+        deb = Path(scratch)
+        for pkg in fetch("sendmail"):
+            subprocess.run(["dpkg-deb", "-x", str(pkg), str(deb)], check=True)
+        for name, dst in RHEL_BINARIES:
+            _write(root, dst, (deb / "usr/libexec/sendmail" / name).read_bytes()).chmod(0o755)
+        shutil.copytree(deb / "usr/share/sendmail/cf", _p(root, RHEL_CF), symlinks=True)
+        _write(root, "/etc/mail/helpfile", (deb / "etc/mail/helpfile").read_bytes())
+        _write(root, "/etc/aliases", (deb / "usr/share/sendmail/examples/db/aliases").read_bytes())
+    for link, name, target in RHEL_ALTERNATIVES:
+        _symlink(root, link, f"/etc/alternatives/{name}")
+        _symlink(root, f"/etc/alternatives/{name}", target)
+    for link, dest in RHEL_RELATIVE:
+        _symlink(root, link, dest)
+    _p(root, "/var/spool/mail").mkdir(parents=True, exist_ok=True)
+    _symlink(root, "/var/mail", "spool/mail")
+    _write(root, "/etc/mail/sendmail.mc", RHEL_MC)
+    _copy(root, f"{RHEL_CF}/cf/submit.mc", "/etc/mail/submit.mc")
+    _write(root, "/etc/mail/access", RHEL_ACCESS)
+    for name in ("domaintable", "mailertable", "virtusertable", "trusted-users"):
+        _write(root, f"/etc/mail/{name}", "")
+    _write(root, "/etc/mail/local-host-names", "# local-host-names - include all aliases\n")
+    _write(root, "/etc/mail/Makefile", "all: sendmail.cf submit.cf access.db aliases.db\n")
+    _write(root, "/etc/mail/make", RHEL_MAKE)
+    _write(root, "/etc/sysconfig/sendmail", "DAEMON=yes\nQUEUE=1h\n")
+    _write(root, "/etc/pam.d/smtp.sendmail", "auth include password-auth\n")
+    _write(root, "/var/spool/clientmqueue/sm-client.st", "")
+    _write(root, "/var/log/mail/statistics", "")
+    key, cert = _key_and_cert(HOSTNAME)
+    _write(root, "/etc/pki/tls/private/sendmail.key", key)
+    _write(root, "/etc/pki/tls/certs/sendmail.pem", cert)
+    _p(root, "/etc/smrsh").mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as scratch:
+        cfdir = Path(scratch) / "cf"
+        shutil.copytree(_p(root, RHEL_CF), cfdir, symlinks=True)
+        for name in ("sendmail", "submit"):
+            _write(root, f"/etc/mail/{name}.cf", _rhel_cf(root, cfdir, name))
+    # %post: SM_FORCE_DBREBUILD=1 /etc/mail/make; make aliases
+    rhel_makemap(root, "/etc/aliases", _alias_rows(_p(root, "/etc/aliases").read_text()), ["-N"])
+    for name in ("virtusertable", "access", "domaintable", "mailertable"):
+        rows = _map_rows(_p(root, f"/etc/mail/{name}").read_text())
+        rhel_makemap(root, f"/etc/mail/{name}", rows if rows.strip() else "")
+
+
 # --------------------------------------------------------------------------- public API
 
 _BUILDERS: dict[str, Callable[[Path], None]] = {
@@ -836,14 +1042,23 @@ def build_tree(mta: str, root: Path, *, layout: str = "debian") -> Path:
     and the accounts of ``ensure_accounts()``. Returns ``root``.
     """
     _require_mta(mta)
-    if layout != "debian":
-        raise ValueError(f"layout {layout!r} not supported; only 'debian' is")
+    if layout not in ("debian", "rhel") or (layout == "rhel" and mta != "sendmail"):
+        raise ValueError(f"layout {layout!r} not supported for {mta}: debian, or rhel (sendmail)")
     ensure_accounts()
     root.mkdir(parents=True, exist_ok=True)
+    if layout == "rhel":
+        _build_sendmail_rhel(root)
+        _apply_specs(root, rhel_state())
+        return root
     _unpack(mta, root)
     _BUILDERS[mta](root)
     _apply_specs(root, expected_state(mta))
     return root
+
+
+def rhel_state() -> list[Spec]:
+    """The owner/group/mode table of the RHEL sendmail tree (Fedora sendmail.spec %files)."""
+    return _rhel_specs()
 
 
 def expected_state(mta: str) -> list[Spec]:

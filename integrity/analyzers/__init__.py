@@ -42,6 +42,8 @@ class Analyzer:
 _MODULES: dict[str, tuple[str, str]] = {
     "sendmail-cf": ("sendmail", "cf"),
     "sendmail-mc": ("sendmail", "mc"),
+    "sendmail-access": ("access", "access"),
+    "sendmail-relay-domains": ("access", "relay_domains"),
     "aliases": ("aliases", ""),
     "forward": ("aliases", "forward"),
     "postfix-main": ("postfix", "main"),
