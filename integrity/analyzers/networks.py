@@ -17,7 +17,7 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 #: what counts as "open": all of a family, or at least a public /8 (IPv4) or /16 (IPv6)
 OPEN_V4 = 2**24
-OPEN_V6 = 2**112
+OPEN_V6 = 2**111  # a /16 less its reserved parts (2001::/16 holds 2001:db8::/32)
 #: a public prefix shorter than these is "wide" (high) when the union is not open
 WIDE_V4 = 24
 WIDE_V6 = 48
@@ -44,6 +44,10 @@ def parse_network(text: str) -> Network | None:
     text = text.strip().replace("[", "").replace("]", "")
     if text.lower().startswith("ipv6:"):
         text = text[5:]
+        groups = text.split(":")
+        if "::" not in text and "/" not in text and len(groups) < 8:
+            # sendmail access: leading groups match as a prefix ("IPv6:2001:db8" = /32)
+            text = ":".join(groups) + "::/" + str(16 * len(groups))
     if text in _ANY:
         text = "0.0.0.0/0"
     addr, slash, bits = text.partition("/")
