@@ -16,10 +16,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 
 from integrity import analyzers
+from integrity.analyzers._shape import as_list, as_str
 from integrity.analyzers.programs import program_class
 from integrity.model import (
     Change,
     ChangeKind,
+    Facts,
     FileRecord,
     FileType,
     Finding,
@@ -91,6 +93,9 @@ def check_state(
             )
         )
     out.extend(_owner_state(rec, expect, role))
+    facts = rec.facts if isinstance(rec.facts, dict) else {}
+    if role == Role.MAP and facts.get("map") == "differs" and not facts.get("stale"):
+        out.append(_map_edited(rec, rule.source if rule and rule.source else "its source"))
     if rec.caps:
         out.append(
             Finding(
@@ -821,6 +826,9 @@ def _content_changed(ctx: _Ctx) -> list[Finding]:
         return [_binary_changed(old, new, package)]
     source = rule.source if rule else None
     if role == Role.MAP:
+        judged = _map_changed(old, new, source, ctx.content_changed)
+        if judged is not None:
+            return [judged]
         if source and source in ctx.content_changed:
             return [
                 Finding(
@@ -878,6 +886,57 @@ def _content_changed(ctx: _Ctx) -> list[Finding]:
             new.digest,
         )
     ]
+
+
+def _map_keys(facts: Facts) -> str:
+    parts = []
+    for what, label in (("changed", "other values for"), ("extra", "keys not in the source"),
+                        ("missing", "keys missing")):  # fmt: skip
+        keys = [str(k) for k in as_list(facts.get(what))]
+        if keys:
+            parts.append(f"{label} {', '.join(keys)}")
+    return "; ".join(parts) or "content differs"
+
+
+def _map_changed(
+    old: FileRecord, new: FileRecord, source: str | None, content_changed: set[str]
+) -> Finding | None:
+    """A map judged on its content (maps.py facts): consistent = a rebuild; different from
+    its source while newer than it = edited directly; None when the content is unknown."""
+    facts = new.facts if isinstance(new.facts, dict) else {}
+    state = facts.get("map")
+    src = source or "its source"
+    if state == "consistent":
+        return Finding(new.path, "MI-MAP-REBUILT", Severity.INFO,
+                       f"map rebuilt: its content matches {src}", "content",
+                       old.digest, new.digest)  # fmt: skip
+    if state == "differs" and facts.get("stale"):
+        return Finding(new.path, "MI-MAP-STALE", Severity.LOW,
+                       f"map is older than {src} and not rebuilt yet ({_map_keys(facts)})",
+                       "content", old.digest, new.digest,
+                       fix=f"rebuild the map from {src}")  # fmt: skip
+    if state == "differs":
+        return _map_edited(new, src, old.digest)
+    if state == "unreadable" and not (source and source in content_changed):
+        why = as_str(facts.get("reason"))
+        return Finding(new.path, "MI-MAP-UNREADABLE", Severity.LOW,
+                       f"map changed; its content could not be compared with {src}: {why}",
+                       "content", old.digest, new.digest)  # fmt: skip
+    return None
+
+
+def _map_edited(rec: FileRecord, src: str, before: str | None = None) -> Finding:
+    facts = rec.facts if isinstance(rec.facts, dict) else {}
+    return Finding(
+        rec.path,
+        "MI-MAP-EDITED",
+        Severity.HIGH,
+        f"map content is not what {src} says (edited directly?): {_map_keys(facts)}",
+        "content",
+        before,
+        rec.digest,
+        fix=f"rebuild the map from {src} and find out who wrote it",
+    )
 
 
 def _binary_changed(old: FileRecord, new: FileRecord, package: PackageVerdict | None) -> Finding:

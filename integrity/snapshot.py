@@ -485,6 +485,12 @@ def collect_target(
     if isinstance(got, ScanWarning):
         return None, got
     rec = got.record
+    if role == Role.MAP and rule is not None and rec.ftype == FileType.FILE and rec.digest:
+        from integrity import maps  # what the map holds against its source (maps.py)
+
+        source = maps.map_source(target.path, rule.source, root)
+        if source is not None:
+            rec = replace(rec, facts=maps.map_facts(root, target.path, source))
     if analyzer is not None and got.text is not None and role != Role.SECRET:
         if known is not None and known[0] is not None and known[0] == rec.digest:
             rec = replace(rec, facts=known[1])

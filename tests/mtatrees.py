@@ -625,6 +625,45 @@ def _postalias(root: Path) -> None:
         raise RuntimeError(f"postalias: {done.stderr}")
 
 
+def postfix_tool(root: Path, tool: str, table: str) -> None:
+    """Run the package's own postmap/postalias on ``hash:<table>`` (a real rebuild)."""
+    env = {**os.environ, "LD_LIBRARY_PATH": str(_p(root, "/usr/lib/postfix"))}
+    settled = datetime.datetime.now().timestamp() - 2
+    for path in ("/etc/postfix/main.cf", table):  # postfix sleeps on fresh files
+        os.utime(_p(root, path), (settled, settled))
+    cmd = [str(_p(root, f"/usr/sbin/{tool}")), "-c", str(_p(root, "/etc/postfix"))]
+    done = subprocess.run(
+        [*cmd, f"hash:{_p(root, table)}"], env=env, capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"{tool}: {done.stderr}")
+
+
+def sendmail_makemap(root: Path, db_base: str, rows: str, flags: Iterable[str] = ()) -> None:
+    """A real rebuild of a Debian sendmail map with the package's makemap (reading the
+    tree's sendmail.cf, as update_db does), then the owner and mode update_db forces."""
+    target = _p(root, db_base + ".db")
+    st = target.lstat()
+    makemap = str(_p(root, f"{SENDMAIL_BIN}/makemap"))
+    cf = str(_p(root, "/etc/mail/sendmail.cf"))  # TrustedUser=smmta owns /etc/mail
+    cmd = [makemap, "-C", cf, *flags, "hash", str(_p(root, db_base))]
+    done = subprocess.run(cmd, input=rows, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"makemap {db_base}: {done.stderr}")
+    os.chown(target, st.st_uid, st.st_gid)
+    os.chmod(target, stat.S_IMODE(st.st_mode))
+
+
+def alias_rows(text: str) -> str:
+    """aliases(5) text as newaliases feeds it to the map (public for tests)."""
+    return _alias_rows(text)
+
+
+def map_rows(text: str) -> str:
+    """Map source text as makemap reads it (public for tests)."""
+    return _map_rows(text)
+
+
 def _build_postfix(root: Path) -> None:
     _base_system(root)
     _snakeoil(root)

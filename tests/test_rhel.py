@@ -180,3 +180,72 @@ def test_rhel_tamper_verify_and_audit(rhel, tmp_path, name, apply, path, rule, s
         assert any(f.path == path and f.severity.rank >= severity.rank for f in audit.findings), (
             _shown(audit)
         )
+
+
+# ---------------------------------------------------------------- map rebuilds (class 6)
+
+NEEDS_DB_DUMP = pytest.mark.skipif(
+    not any(shutil.which(d) for d in ("db5.3_dump", "db_dump")),
+    reason="reading Berkeley DB maps needs db_dump (apt install db5.3-util)",
+)
+
+
+def _rows(root: Path, source: str) -> str:
+    return mtatrees._map_rows((root / source.lstrip("/")).read_text())
+
+
+@NEEDS_DB_DUMP
+def test_forced_rebuild_of_every_map_is_info(rhel, tmp_path):
+    """%post's SM_FORCE_DBREBUILD rebuild (real makemap, new bytes) is info, never high."""
+    root, db = _copy(rhel, tmp_path)
+    aliases = mtatrees._alias_rows((root / "etc/aliases").read_text())
+    mtatrees.rhel_makemap(root, "/etc/aliases", aliases, ["-N"])
+    for name in ("virtusertable", "access", "domaintable", "mailertable"):
+        mtatrees.rhel_makemap(root, f"/etc/mail/{name}", _rows(root, f"/etc/mail/{name}"))
+    rep = _verify(root, db)
+    maps = [f for f in rep.findings if f.path.endswith(".db") and f.attribute == "content"]
+    assert {f.path for f in maps} >= {"/etc/aliases.db", "/etc/mail/access.db"}
+    assert {(f.rule, f.severity) for f in maps} == {("MI-MAP-REBUILT", Severity.INFO)}
+    assert all(f.severity.rank < Severity.HIGH.rank for f in rep.findings), _shown(rep)
+
+
+@NEEDS_DB_DUMP
+def test_map_edited_directly_is_high_and_named(rhel, tmp_path):
+    """makemap fed another input (source untouched): high, naming the foreign key."""
+    root, db = _copy(rhel, tmp_path)
+    rows = _rows(root, "/etc/mail/access") + "Connect:203.0.113.9\tRELAY\n"
+    mtatrees.rhel_makemap(root, "/etc/mail/access", rows)
+    rep = _verify(root, db)
+    hit = [f for f in rep.findings if f.path == "/etc/mail/access.db"]
+    assert [(f.rule, f.severity) for f in hit] == [("MI-MAP-EDITED", Severity.HIGH)], _shown(rep)
+    assert "connect:203.0.113.9" in hit[0].message and "RELAY" not in hit[0].message
+    audit = _audit(root)
+    assert _has(audit, "/etc/mail/access.db", "MI-MAP-EDITED", Severity.HIGH), _shown(audit)
+
+
+@NEEDS_DB_DUMP
+def test_source_edit_then_rebuild_judges_the_source(rhel, tmp_path):
+    """The admin way: access gains an open RELAY and makemap runs: the source is critical,
+    the map is a consistent rebuild (info)."""
+    root, db = _copy(rhel, tmp_path)
+    with open(root / "etc/mail/access", "a") as fh:
+        fh.write("To:com\tRELAY\n")
+    mtatrees.rhel_makemap(root, "/etc/mail/access", _rows(root, "/etc/mail/access"))
+    rep = _verify(root, db)
+    assert _has(rep, "/etc/mail/access", "MI-SENDMAIL-ACCESS-OPEN-RELAY", Severity.CRITICAL)
+    assert _has(rep, "/etc/mail/access.db", "MI-MAP-REBUILT", Severity.INFO), _shown(rep)
+    audit = _audit(root)
+    assert _has(audit, "/etc/mail/access", "MI-SENDMAIL-ACCESS-OPEN-RELAY", Severity.CRITICAL)
+
+
+def test_unreadable_map_is_low_with_the_reason(rhel, tmp_path):
+    """A map that cannot be read is low, and says why."""
+    root, db = _copy(rhel, tmp_path)
+    target = root / "etc/mail/mailertable.db"
+    mode = stat.S_IMODE(target.stat().st_mode)
+    target.write_bytes(b"not a database at all\n")
+    os.chmod(target, mode)
+    rep = _verify(root, db)
+    hit = [f for f in rep.findings if f.path == "/etc/mail/mailertable.db"]
+    assert [(f.rule, f.severity) for f in hit] == [("MI-MAP-UNREADABLE", Severity.LOW)]
+    assert "unknown map format" in hit[0].message
