@@ -18,7 +18,7 @@ from integrity.policy import Expect, Policy, Rule
 SHIPPED = Path(policy.__file__).resolve().parent.parent / "baselines"
 DIRS = [SHIPPED]
 NAMES = sorted(policy.available(DIRS))
-MTA_PROFILES = ["sendmail", "sendmail-debian", "postfix", "exim4", "dovecot"]
+MTA_PROFILES = ["sendmail", "sendmail-debian", "sendmail-rhel", "postfix", "exim4", "dovecot"]
 
 
 @cache
@@ -114,6 +114,7 @@ SETID_FILES = {
     ("sendmail-debian", "/usr/libexec/sendmail/sendmail"),
     ("sendmail-debian", "/usr/libexec/sendmail/mailstats"),
     ("sendmail-debian", "/usr/sbin/sensible-mda"),
+    ("sendmail-rhel", "/usr/sbin/sendmail.sendmail"),
     ("postfix", "/usr/sbin/postdrop"),
     ("postfix", "/usr/sbin/postqueue"),
     ("postfix", "/usr/sbin/postlog"),
