@@ -98,3 +98,4 @@ def test_relay_domains_tld_is_open() -> None:
     )
     facts = ac.parse_relay_domains("example.org\n# ours\n")
     assert ac.assess_relay_domains("/etc/mail/relay-domains", facts) == []
+

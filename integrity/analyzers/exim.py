@@ -14,6 +14,7 @@ import shlex
 from typing import Any
 
 from integrity.analyzers.postfix import network_findings, new_risks, str_map
+from integrity.analyzers.programs import command_class, command_program
 from integrity.model import Facts, Finding, Severity
 
 _C, _H, _M, _I = Severity.CRITICAL, Severity.HIGH, Severity.MEDIUM, Severity.INFO
@@ -527,6 +528,27 @@ def _driver_state(path: str, name: str, options: dict[str, str]) -> list[Finding
                 fix=f"remove 'user = root' from {name}",
             )
         )
+    for key in ("command", "data"):
+        value = options.get(key, "")
+        if key == "data":  # a redirect router: only its |pipe items run programs
+            pipes = [w.lstrip('"|') for w in exim_list(value) if w.lstrip('"').startswith("|")]
+            value = pipes[0] if pipes else ""
+        elif options.get("driver") != "pipe":
+            continue
+        kind = command_class(value) if value else None
+        if kind:
+            out.append(
+                Finding(
+                    path,
+                    "MI-EXIM-PIPE-SHELL",
+                    _C,
+                    f"{name} pipes mail into {command_program(value)} ({kind}): a message can "
+                    "run any command",
+                    f"driver:{name}",
+                    after=_short(value),
+                    fix=f"point {name} at the delivery program itself, not a shell",
+                )
+            )
     if options.get("driver") == "plaintext" and "server_condition" in options:
         advertise = options.get("server_advertise_condition", "")
         if "tls" not in advertise.lower():

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from integrity.analyzers.networks import is_public, judge_networks, parse_network
+from integrity.analyzers.programs import command_class, command_program
 from integrity.model import Facts, Finding, Severity
 
 _C, _H, _M, _L, _I = (
@@ -874,6 +875,8 @@ def _assess_services(
         attrs = str_map(svc.get("attrs"))
         if svc.get("command") == "pipe" and _root_user(attrs.get("user", "")):
             out.append(_pipe_root(path, key, attrs))
+        if svc.get("command") == "pipe" and command_class(attrs.get("argv", "")):
+            out.append(_pipe_shell(path, key, attrs))
         overrides = str_map(svc.get("overrides"))
         if svc.get("command") != "smtpd" or not overrides:
             continue
@@ -888,6 +891,20 @@ def _assess_services(
             )
         out += _xclient(path, {k: eff[k] for k in overrides if k in eff})
     return out
+
+
+def _pipe_shell(path: str, key: str, attrs: dict[str, str]) -> Finding:
+    program = command_program(attrs.get("argv", ""))
+    return Finding(
+        path,
+        "MI-POSTFIX-PIPE-SHELL",
+        _C,
+        f"pipe service {key} hands mail to {program} ({command_class(attrs.get('argv', ''))}):"
+        f" a message can run any command as {attrs.get('user') or 'its user'}",
+        f"service:{key}",
+        after=_short(attrs.get("argv"), 60),
+        fix=f"point service {key} at the delivery program itself, not a shell",
+    )
 
 
 def _pipe_root(path: str, key: str, attrs: dict[str, str]) -> Finding:

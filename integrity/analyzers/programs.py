@@ -40,3 +40,24 @@ def program_class(name: str) -> str | None:
     if base in RUNNERS:
         return "runner"
     return None
+
+
+_WRAPPERS = frozenset({"env", "nice", "nohup", "exec", "setsid", "stdbuf", "timeout"})
+
+
+def command_program(command: str) -> str:
+    """The program a command line really runs: wrappers (env, nice...) and their options
+    and ``VAR=value`` words skipped; quotes are not interpreted (a judge, not a shell)."""
+    words = [w.strip("'\"") for w in command.split()]
+    while words and (
+        words[0].rsplit("/", 1)[-1] in _WRAPPERS or words[0].startswith("-") or "=" in words[0]
+    ):
+        if len(words) == 1:
+            break
+        words = words[1:]
+    return words[0].rsplit("/", 1)[-1] if words else ""
+
+
+def command_class(command: str) -> str | None:
+    """program_class of what ``command`` runs (a wrapper alone is itself a runner)."""
+    return program_class(command_program(command))
