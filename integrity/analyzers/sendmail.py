@@ -17,6 +17,7 @@ from typing import Any
 from integrity.analyzers._shape import as_dict as _dict
 from integrity.analyzers._shape import as_list as _list
 from integrity.analyzers._shape import as_str as _str
+from integrity.analyzers.networks import judge_networks, parse_network
 from integrity.model import Facts, Finding, Severity
 
 # --------------------------------------------------------------------------- tables
@@ -845,9 +846,14 @@ def _loopback(spec: str) -> bool:
 def _check_classes(path: str, cfg: dict[str, Any], msp: bool) -> list[Finding]:
     classes = _dict(cfg.get("classes"))
     out: list[Finding] = []
-    for word in sorted({_str(w) for w in _list(classes.get("R"))}):
+    words = sorted({_str(w) for w in _list(classes.get("R"))})
+    for word in words:
         if word in ("", ".") or _is_tld(word) or _public_short_prefix(word):
             out.append(_relay_finding(path, word))
+    nets = [w for w in words if not w.isalpha() and parse_network(w) is not None]
+    union = judge_networks(nets)
+    if union.scope == "open" and not out:  # narrow entries that together cover the Internet
+        out.append(_relay_finding(path, f"{', '.join(nets[:6])} ({union.text})"))
     extra = sorted({_str(w) for w in _list(classes.get("t"))} - _CLASS_T_STOCK)
     if extra:
         out.append(_trusted_finding(path, extra, Severity.MEDIUM))
