@@ -853,7 +853,19 @@ def _content_changed(ctx: _Ctx) -> list[Finding]:
             )
         ]
     meaning = _meaning(old, new, rule)
-    if role == Role.GENERATED and source and source not in ctx.content_changed:
+    if _only_restamped(old, new) and role == Role.GENERATED:
+        where = source or "its source"
+        return [
+            Finding(new.path, "MI-GENERATED-REGENERATED", Severity.INFO,
+                    f"regenerated from {where}: only the build stamp changed", "content",
+                    old.digest, new.digest)
+        ]  # fmt: skip
+    if (
+        role == Role.GENERATED
+        and source
+        and source not in ctx.content_changed
+        and old.digest != new.digest
+    ):
         meaning.append(
             Finding(
                 new.path,
@@ -937,6 +949,13 @@ def _map_edited(rec: FileRecord, src: str, before: str | None = None) -> Finding
         rec.digest,
         fix=f"rebuild the map from {src} and find out who wrote it",
     )
+
+
+def _only_restamped(old: FileRecord, new: FileRecord) -> bool:
+    """A generated file whose body (facts["body"]: all but the build stamp) is unchanged."""
+    before = old.facts if isinstance(old.facts, dict) else {}
+    after = new.facts if isinstance(new.facts, dict) else {}
+    return bool(after.get("body")) and before == after and old.digest != new.digest
 
 
 def _binary_changed(old: FileRecord, new: FileRecord, package: PackageVerdict | None) -> Finding:

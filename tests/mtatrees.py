@@ -496,6 +496,12 @@ def _map_rows(text: str) -> str:
     return "\n".join(keep) + "\n"
 
 
+def regenerate_sendmail_cf(root: Path) -> None:
+    """sendmailconfig / `make -C /etc/mail`: m4 again over the unchanged .mc files (the
+    written files keep their owner and mode)."""
+    _sendmail_cf(root)
+
+
 def _sendmail_files(root: Path) -> None:
     examples = "/usr/share/sendmail/examples/db"
     _copy(root, f"{examples}/aliases", "/etc/aliases")

@@ -113,3 +113,38 @@ def test_postmap_from_another_input_is_high(pristine, tmp_path):
     hit = [f for f in rep.findings if f.path == "/etc/postfix/transport.db"]
     assert [(f.rule, f.severity) for f in hit] == [("MI-MAP-EDITED", Severity.HIGH)], hit
     assert "example.org" in hit[0].message
+
+
+# ------------------------------------------------ messages that tell the truth (class 8)
+
+
+@pytest.mark.parametrize("pristine", ["sendmail"], indirect=True)
+def test_debian_m4_regeneration_is_regenerated_not_hand_edited(pristine, tmp_path):
+    """sendmailconfig re-runs m4 with the .mc untouched: only the build stamp moves."""
+    import time
+
+    root, db = _copy(pristine, tmp_path)
+    before = (root / "etc/mail/sendmail.cf").read_text()
+    time.sleep(1.1)  # the stamp has a one-second clock
+    mtatrees.regenerate_sendmail_cf(root)
+    assert (root / "etc/mail/sendmail.cf").read_text() != before
+    rep = _verify(root, db)
+    cf = {(f.rule, f.severity) for f in rep.findings if f.path == "/etc/mail/sendmail.cf"}
+    assert ("MI-GENERATED-REGENERATED", Severity.INFO) in cf, rep.findings
+    assert not any(f.rule == "MI-GENERATED-HAND-EDITED" for f in rep.findings)
+    assert "regenerated from /etc/mail/sendmail.mc" in next(
+        f.message for f in rep.findings if f.rule == "MI-GENERATED-REGENERATED"
+    )
+
+
+@pytest.mark.parametrize("pristine", ["sendmail"], indirect=True)
+def test_debian_cf_rule_edit_is_still_hand_edited(pristine, tmp_path):
+    """An edit of a rewriting rule (no O line) is not a regeneration."""
+    root, db = _copy(pristine, tmp_path)
+    cf = root / "etc/mail/sendmail.cf"
+    cf.write_text(cf.read_text().replace("\nSParse0", "\nR$*\t$#local $: root\nSParse0", 1))
+    rep = _verify(root, db)
+    assert any(
+        f.path == "/etc/mail/sendmail.cf" and f.rule == "MI-GENERATED-HAND-EDITED"
+        for f in rep.findings
+    ), rep.findings

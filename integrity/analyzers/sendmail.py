@@ -386,7 +386,20 @@ def parse_cf(text: str) -> Facts:
             _cf_line(cfg, warnings, no, line)
     cfg["embedded_mc"] = parse_mc(embedded) if embedded is not None else None
     cfg["warnings"] = warnings
+    cfg["body"] = _body_digest(text if isinstance(text, str) else "")
     return cfg
+
+
+#: what m4 stamps into a generated .cf and changes on every regeneration
+_BUILD_STAMP = re.compile(r"^##### (built by |in /|using ).*$", re.MULTILINE)
+
+
+def _body_digest(text: str) -> str:
+    """Digest of the .cf without its build stamp: equal digests mean the same .cf, only
+    regenerated (a hand edit anywhere, R rules included, changes it)."""
+    import hashlib
+
+    return hashlib.blake2b(_BUILD_STAMP.sub("", text).encode(), digest_size=16).hexdigest()
 
 
 # --------------------------------------------------------------------------- .mc parser
