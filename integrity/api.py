@@ -17,6 +17,7 @@ from integrity.config import Waiver
 from integrity.errors import ConfigError, IOFailure, UsageError
 from integrity.judge import Triage, judge
 from integrity.model import FileRecord, Finding, Report, Role, ScanWarning
+from integrity.perms import host_fixes
 from integrity.policy import Expect, Policy, Rule, detect, load
 from integrity.policy import profile_dirs as default_profile_dirs
 from integrity.selfstate import SERVICE_USER, SelfState
@@ -158,7 +159,7 @@ def init(
         store.set_meta("host", hostname())
         if sign is not None:
             seal(store, sign)
-        findings = [f for f in scan.findings if f.path not in skip]
+        findings = [f for f in host_fixes(scan.findings, root) if f.path not in skip]
         candidates = {f.path for f in findings if is_standing(f)}
         baselined = store.has_paths(candidates)  # not queue entries: they are checked live
         store.replace_standing(f for f in findings if is_standing(f) and f.path in baselined)
@@ -386,6 +387,7 @@ def verify(
             snap = snapshot(root, policy, only=scope, progress=progress)
             report = diff_report(baseline, roles, snap, policy, scope=scope, triage=triage)
             current = snap.records
+        report.findings = host_fixes(report.findings, root)
         if enforce:
             _enforce(root, report, baseline, current)
         report.header = _header(store, root, policy, "verify")
@@ -555,7 +557,7 @@ def audit(opts: Options, *, progress: Progress | None = None) -> Report:
     plan = plan_for(root, policy, own)
     _expect(progress, plan)
     snap = snapshot(root, policy, progress=progress, plan=plan)
-    findings = state_findings(snap) + self_findings(own, root, plan)
+    findings = host_fixes(state_findings(snap) + self_findings(own, root, plan), root)
     report = Report(findings=dedupe(findings), warnings=snap.warnings, scanned=len(snap.records))
     report.findings, report.acknowledged = partition(
         report.findings, {}, opts.waivers, key=finding_key, text=text_of

@@ -32,9 +32,11 @@ from integrity.model import (
 from integrity.perms import (
     S_SETID,
     TRUSTED_ROLES,
+    fix_cmd,
     fmt,
     grant_findings,
     is_sticky_dir,
+    shell_path,
     universal_deny,
 )
 from integrity.policy import Expect, Policy, Rule
@@ -106,7 +108,7 @@ def check_state(
                 "caps",
                 None,
                 rec.caps,
-                fix=f"setcap -r {rec.path}",
+                fix=fix_cmd("setcap -r", rec.path),
             )
         )
     out.extend(_acl_state(rec, role))
@@ -146,7 +148,7 @@ def _owner_state(rec: FileRecord, expect: Expect, role: Role) -> list[Finding]:
                 "owner",
                 "/".join(expect.owner),
                 _who(rec),
-                fix=f"chown {expect.owner[0]} {rec.path}",
+                fix=fix_cmd(f"chown {expect.owner[0]}", rec.path),
             )
         )
     if expect.group and (rec.group or str(rec.gid)) not in expect.group:
@@ -160,7 +162,7 @@ def _owner_state(rec: FileRecord, expect: Expect, role: Role) -> list[Finding]:
                 "group",
                 "/".join(expect.group),
                 _who(rec, False),
-                fix=f"chgrp {expect.group[0]} {rec.path}",
+                fix=fix_cmd(f"chgrp {expect.group[0]}", rec.path),
             )
         )
     return out
@@ -203,7 +205,7 @@ def _acl_state(rec: FileRecord, role: Role) -> list[Finding]:
             "acl",
             None,
             rec.acl,
-            fix=f"setfacl -b {rec.path}",
+            fix=fix_cmd("setfacl -b", rec.path),
         )
     ]
 
@@ -237,7 +239,7 @@ def _smrsh_shell_finding(rec: FileRecord, shell: str) -> Finding:
         "smrsh",
         None,
         rec.link_target or shell,
-        fix=f"rm {rec.path}",
+        fix=fix_cmd("rm", rec.path),
     )
 
 
@@ -254,7 +256,7 @@ def _smrsh_added(rec: FileRecord, records: Mapping[str, FileRecord]) -> Finding:
         "smrsh",
         None,
         rec.link_target or str(rec.ftype),
-        fix=f"rm {rec.path} unless it is an approved delivery agent",
+        fix=fix_cmd("rm", rec.path),
     )
 
 
@@ -303,7 +305,7 @@ def check_child(rec: FileRecord, parent: Rule) -> list[Finding]:
                 "mode",
                 None,
                 fmt(rec.mode),
-                fix=f"chmod {fmt(rec.mode & ~bad)} {rec.path}",
+                fix=fix_cmd(f"chmod {fmt(rec.mode & ~bad)}", rec.path),
             )
         )
     named = _acl_readers(rec.acl)
@@ -317,7 +319,7 @@ def check_child(rec: FileRecord, parent: Rule) -> list[Finding]:
                 "acl",
                 None,
                 rec.acl,
-                fix=f"setfacl -b {rec.path}",
+                fix=fix_cmd("setfacl -b", rec.path),
             )
         )
     if rec.caps:
@@ -357,7 +359,7 @@ def check_child(rec: FileRecord, parent: Rule) -> list[Finding]:
                     "owner",
                     name,
                     _who(rec),
-                    fix=f"chown {name} {rec.path}",
+                    fix=fix_cmd(f"chown {shell_path(name)}", rec.path),
                 )
             )
     return out
@@ -380,7 +382,7 @@ def check_parent(rec: FileRecord) -> list[Finding]:
             "mode",
             None,
             fmt(rec.mode),
-            fix=f"chmod go-w {rec.path}",
+            fix=fix_cmd("chmod go-w", rec.path),
         )
     ]
 
@@ -453,7 +455,7 @@ def _added(
     """``named``: the profile names exactly this path (an exim4.conf that overrides the
     generated config, new credentials, a new binary): it appeared, with a known meaning."""
     where = rec.path.rsplit("/", 1)[0] or "/"
-    fix = f"mail-integrity update --accept {rec.path} --reason '...' if intended"
+    fix = f"mail-integrity update --accept {shell_path(rec.path)} --reason '...' if intended"
     if rule is not None and rule.smrsh and not rule.recursive:
         out = [_smrsh_added(rec, records or {})]
     elif named and rule is not None and role != Role.VOLATILE:
@@ -682,7 +684,7 @@ def _owner_changed(old: FileRecord, new: FileRecord, role: Role) -> Finding:
         "owner",
         _who(old),
         _who(new),
-        fix=f"chown {old.owner or old.uid} {new.path}",
+        fix=fix_cmd(f"chown {old.owner or old.uid}", new.path),
     )
 
 
@@ -701,7 +703,7 @@ def _group_changed(old: FileRecord, new: FileRecord, role: Role) -> Finding:
         "group",
         _who(old, False),
         _who(new, False),
-        fix=f"chgrp {old.group or old.gid} {new.path}",
+        fix=fix_cmd(f"chgrp {old.group or old.gid}", new.path),
     )
 
 
@@ -720,7 +722,7 @@ def _extended_changed(
                     "caps",
                     old.caps,
                     new.caps,
-                    fix=f"setcap -r {new.path}",
+                    fix=fix_cmd("setcap -r", new.path),
                 )
             )
         else:
@@ -748,7 +750,7 @@ def _extended_changed(
                     "acl",
                     old.acl,
                     new.acl,
-                    fix=f"setfacl -b {new.path}",
+                    fix=fix_cmd("setfacl -b", new.path),
                 )
             )
         else:

@@ -6,8 +6,10 @@ Shared by the judge (a bit that appeared since the baseline) and by the state ch
 
 from __future__ import annotations
 
+import os
+import re
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from integrity.model import FileRecord, FileType, Finding, Role, Severity
 
@@ -20,6 +22,46 @@ TRUSTED_ROLES = frozenset(
 
 def fmt(mode: int) -> str:
     return f"{mode:04o}"
+
+
+_PLAIN = re.compile(r"[A-Za-z0-9_./+@%:,=-]+")
+_PLAIN_BYTES = frozenset(
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_./+@%:,=-"
+)
+
+
+def shell_path(path: str) -> str:
+    """A path as one shell word of printable ASCII that names the real file: plain names
+    as they are, anything else in bash's $'...' form with every other byte as \\xNN
+    (a newline, a quote, a non-UTF-8 byte of an ``os.fsdecode`` name: its real byte)."""
+    if _PLAIN.fullmatch(path):
+        return path
+    raw = os.fsencode(path)
+    return "$'" + "".join(chr(b) if b in _PLAIN_BYTES else f"\\x{b:02x}" for b in raw) + "'"
+
+
+def fix_cmd(command: str, path: str) -> str:
+    """``chmod 0644 <path>``: a fix command naming ``path`` as a shell word."""
+    return f"{command} {shell_path(path)}"
+
+
+#: fix commands that act on the file itself (their path is rewritten to the host path)
+FIX_COMMANDS = ("chmod ", "chown ", "chgrp ", "setfacl ", "setcap ", "rm ")
+
+
+def host_fixes(findings: list[Finding], root: str) -> list[Finding]:
+    """With ``--root``, a fix command must name the file on this host (root + path), or
+    it would act on the host's own /etc/mail. Called where the root is known (api)."""
+    if os.path.realpath(root) == "/":
+        return findings
+    out = []
+    for f in findings:
+        token = shell_path(f.path)
+        if f.fix and f.fix.startswith(FIX_COMMANDS) and f.fix.endswith(" " + token):
+            host = os.path.join(root, f.path.lstrip("/"))
+            f = replace(f, fix=f.fix[: -len(token)] + shell_path(host))
+        out.append(f)
+    return out
 
 
 def symbolic(bits: int) -> str:
@@ -180,7 +222,7 @@ def grant_findings(
                 "mode",
                 fmt(before) if before is not None else None,
                 fmt(rec.mode),
-                fix=f"chmod {fmt(rec.mode & ~g.bits)} {rec.path}",
+                fix=fix_cmd(f"chmod {fmt(rec.mode & ~g.bits)}", rec.path),
             )
         )
     return out

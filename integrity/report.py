@@ -73,7 +73,10 @@ def render_finding(f: Finding) -> list[str]:
     if f.before is not None or f.after is not None:
         lines.append(f"      {f.attribute or 'value'}: {_value(f.before)} -> {_value(f.after)}")
     if f.fix:
-        lines.append(f"      fix: {safe(f.fix)}")
+        # a fix made of printable ASCII is a shell command with quoted names (perms.shell_path):
+        # shown as is, so it can be pasted; anything else is escaped like every value
+        shown = f.fix if f.fix.isascii() and f.fix.isprintable() else safe(f.fix)
+        lines.append(f"      fix: {shown}")
     if f.actor is not None:
         lines.append(f"      by: {actor_text(f.actor)}")
     return lines
