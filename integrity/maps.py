@@ -30,6 +30,7 @@ _BDB_MAGIC = {0x061561, 0x053162, 0x61150600, 0x62310500}
 _DUMPERS = ("db5.3_dump", "db_dump", "db4.8_dump", "db6.0_dump", "db18_dump")
 _MAX_MAP = 64 * 2**20
 _MAX_KEYS_SHOWN = 8
+_MAX_TABLES = 32
 #: entries the alias tools add themselves: sendmail's and postalias' "@" end marker and
 #: postalias' NIS stamps
 _ALIAS_MARKERS = frozenset({"@", "yp_last_modified", "yp_master_name"})
@@ -122,6 +123,18 @@ def parse_plain(text: str) -> dict[str, str]:
     for line in _logical(text):
         parts = line.split(None, 1)
         out[parts[0].lower()] = _norm(parts[1] if len(parts) > 1 else "")
+    return out
+
+
+def read_texts(root: str, paths: list[str]) -> dict[str, str | None]:
+    """The text of files a configuration names (tables, network lists), None if unreadable;
+    a ``hash:``/``cdb:`` table is read from its text source, as postmap does."""
+    out: dict[str, str | None] = {}
+    for path in paths[:_MAX_TABLES]:
+        try:
+            out[path] = _read_text(host_path(root, path))
+        except Unreadable:
+            out[path] = None
     return out
 
 

@@ -492,10 +492,16 @@ def collect_target(
         if source is not None:
             rec = replace(rec, facts=maps.map_facts(root, target.path, source))
     if analyzer is not None and got.text is not None and role != Role.SECRET:
-        if known is not None and known[0] is not None and known[0] == rec.digest:
-            rec = replace(rec, facts=known[1])
+        unchanged = known is not None and known[0] is not None and known[0] == rec.digest
+        if unchanged and known is not None and analyzer.references is None:
+            rec = replace(rec, facts=known[1])  # facts of a file that names no other file
         else:
-            rec = replace(rec, facts=analyzer.parse(got.text.decode("utf-8", errors="replace")))
+            facts = analyzer.parse(got.text.decode("utf-8", errors="replace"))
+            if analyzer.references is not None and analyzer.expand is not None:
+                from integrity import maps  # the tables and files the facts name (maps.py)
+
+                facts = analyzer.expand(facts, maps.read_texts(root, analyzer.references(facts)))
+            rec = replace(rec, facts=facts)
     elif analyzer is not None and rec.ftype == FileType.FILE and rec.digest is not None:
         got = replace(
             got,

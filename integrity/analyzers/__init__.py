@@ -34,6 +34,11 @@ class Analyzer:
     #: the file is shared with the rest of the system (/etc/group): a content change that
     #: leaves the facts alone is low, not medium (module attribute ``FACTS_ONLY = True``)
     facts_only: bool = False
+    #: files the facts name and that are part of their meaning (postfix mynetworks =
+    #: /etc/postfix/network_table): the collector reads them (``references``) and hands
+    #: their text to ``expand``, which folds it into the facts; optional
+    references: Callable[[Facts], list[str]] | None = None
+    expand: Callable[[Facts, dict[str, str | None]], Facts] | None = None
 
 
 #: analyzer name (as written in profiles) -> (module under integrity.analyzers, suffix).
@@ -78,6 +83,8 @@ def get(name: str) -> Analyzer | None:
             redact.judged(getattr(mod, f"diff{tail}")),
             redact.judged(getattr(mod, f"assess{tail}")),
             bool(getattr(mod, "FACTS_ONLY", False)),
+            getattr(mod, f"references{tail}", None),
+            getattr(mod, f"expand{tail}", None),
         )
     except AttributeError:
         return None

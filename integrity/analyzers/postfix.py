@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import Any
 
 from integrity.analyzers.networks import is_public, judge_networks, parse_network
@@ -344,17 +345,128 @@ def parse_main(text: str) -> Facts:
     return {"params": params, "warnings": warnings}
 
 
-def assess_main(path: str, facts: Facts) -> list[Finding]:
-    """Risky main.cf state, judged on the effective (expanded, defaulted) values."""
+# --- tables named by network lists and client-access restrictions (meaning of files)
+
+_TABLE_REF = re.compile(r"(?:([a-z]+):)?(/[^\s,]+)")
+#: table types whose text source we can read (hash/btree/lmdb/cdb: the postmap input)
+_TEXT_TABLES = frozenset({"", "hash", "btree", "lmdb", "cdb", "dbm", "sdbm", "texthash", "cidr"})
+_MAX_TABLE_ENTRIES = 5000
+_CLIENT_ACCESS = ("check_client_access", "check_reverse_client_hostname_access")
+_GRANTS = frozenset({"ok", "relay", "permit"})
+
+
+def table_ref(entry: str) -> tuple[str, str] | None:
+    """(type, path) of a ``/file/name`` or ``type:/path`` list entry we can read, or None."""
+    m = _TABLE_REF.fullmatch(entry.strip().lstrip("!"))
+    if m is None or (m.group(1) or "") not in _TEXT_TABLES:
+        return None
+    return m.group(1) or "", m.group(2)
+
+
+def _client_tables(eff: dict[str, str]) -> list[str]:
+    """Tables of check_client_access items in the relay lists, before any relay guard."""
+    out = []
+    for name in _RELAY_LISTS:
+        items = split_list(eff.get(name, ""))
+        for i, item in enumerate(items):
+            if item.lower() in _BLOCKERS:
+                break
+            if item.lower() in _CLIENT_ACCESS and i + 1 < len(items):
+                out.append(items[i + 1])
+    return out
+
+
+def references_main(facts: Facts) -> list[str]:
+    """Files whose content is part of main.cf's meaning: mynetworks tables and lists,
+    and the client-access tables consulted before reject_unauth_destination."""
     eff = _effective(str_map(facts.get("params")))
-    out = _mynetworks_state(path, "param:mynetworks", eff)
+    entries = split_list(eff.get("mynetworks", "")) + _client_tables(eff)
+    refs = [r[1] for e in entries if (r := table_ref(e)) is not None]
+    return sorted(set(refs))
+
+
+def expand_main(facts: Facts, texts: dict[str, str | None]) -> Facts:
+    """main.cf facts + {"tables": {path: [[key, value], ...] or None if unreadable}}."""
+    tables: dict[str, Any] = {}
+    for path, text in sorted(texts.items()):
+        tables[path] = None if text is None else _table_rows(text)
+    return {**facts, "tables": tables}
+
+
+def _table_rows(text: str) -> list[list[str]]:
+    """A network list file (one or more patterns a line) or a table source (key value)."""
+    rows: list[list[str]] = []
+    for line in text.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        parts = line.split(None, 1)
+        rows.append([parts[0], parts[1] if len(parts) > 1 else ""])
+        if len(rows) >= _MAX_TABLE_ENTRIES:
+            break
+    return rows
+
+
+def _tables(facts: Facts) -> dict[str, list[list[str]] | None]:
+    raw = facts.get("tables")
+    if not isinstance(raw, dict):
+        return {}
+    return {str(k): v if isinstance(v, list) else None for k, v in raw.items()}
+
+
+def network_entries(entries: list[str], tables: dict[str, list[list[str]] | None]) -> list[str]:
+    """A network list with its files and tables replaced by what they hold (a plain file
+    may hold several patterns per line; a table's keys are the networks it matches)."""
+    out: list[str] = []
+    for entry in entries:
+        ref = table_ref(entry)
+        rows = tables.get(ref[1]) if ref is not None else None
+        if ref is None or rows is None:
+            out.append(entry)
+        elif ref[0] == "":
+            out += [w for row in rows for w in split_list(" ".join(row))]
+        else:
+            out += [row[0] for row in rows if row]
+    return out
+
+
+def _client_grants(path: str, eff: dict[str, str], tables: dict[str, Any]) -> list[Finding]:
+    """OK/RELAY/PERMIT rows of client-access tables met before the relay guard: the
+    clients they match relay, so they are judged like mynetworks (by their union)."""
+    out: list[Finding] = []
+    for spec in _client_tables(eff):
+        ref = table_ref(spec)
+        rows = tables.get(ref[1]) if ref is not None else None
+        if ref is None or not rows:
+            continue
+        keys = [r[0] for r in rows if len(r) > 1 and _first_word(r[1]) in _GRANTS]
+        out += network_findings(
+            path, f"table:{ref[1]}", keys, rule="MI-POSTFIX-CLIENT-ACCESS", where=spec
+        )
+    return out
+
+
+def _first_word(value: str) -> str:
+    words = value.split()
+    return words[0].lower() if words else ""
+
+
+def assess_main(path: str, facts: Facts) -> list[Finding]:
+    """Risky main.cf state, judged on the effective (expanded, defaulted) values and on
+    the content of the tables its network lists and client-access checks name."""
+    eff = _effective(str_map(facts.get("params")))
+    tables = _tables(facts)
+    out = _mynetworks_state(path, "param:mynetworks", eff, tables)
+    out += _client_grants(path, eff, tables)
     out += relay_findings(path, "main.cf", eff)
     for check in _MAIN_CHECKS:
         out += check(path, eff)
     return out
 
 
-def _mynetworks_state(path: str, attr: str, eff: dict[str, str]) -> list[Finding]:
+def _mynetworks_state(
+    path: str, attr: str, eff: dict[str, str], tables: dict[str, Any] | None = None
+) -> list[Finding]:
     if "mynetworks" not in eff:
         if eff.get("mynetworks_style", "").strip().lower() == "class":
             return [
@@ -370,7 +482,10 @@ def _mynetworks_state(path: str, attr: str, eff: dict[str, str]) -> list[Finding
                 )
             ]
         return []
-    return _network_findings(path, attr, "mynetworks", split_list(eff["mynetworks"]))
+    entries = split_list(eff["mynetworks"])
+    named = [r[1] for e in entries if (r := table_ref(e)) is not None and r[1] in (tables or {})]
+    where = "mynetworks" + (f" (with {', '.join(named)})" if named else "")
+    return _network_findings(path, attr, where, network_entries(entries, tables or {}))
 
 
 def _network_findings(path: str, attr: str, name: str, entries: list[str]) -> list[Finding]:
@@ -700,7 +815,31 @@ def diff_main(path: str, before: Facts, after: Facts) -> list[Finding]:
     for name in sorted(set(old) | set(new)):
         if old.get(name) != new.get(name):
             changes.append(_param_change(path, name, old.get(name), new.get(name)))
+    changes += _table_changes(path, before, after)
     return new_risks(changes, assess_main(path, before), assess_main(path, after))
+
+
+def _table_changes(path: str, before: Facts, after: Facts) -> list[Finding]:
+    """A changed network table is a change of the networks it feeds: judged as one."""
+    old_t, new_t = _tables(before), _tables(after)
+    out = []
+    for name in ("mynetworks",):
+        old_eff = _effective(str_map(before.get("params")))
+        new_eff = _effective(str_map(after.get("params")))
+        if old_eff.get(name) != new_eff.get(name):
+            continue  # the parameter itself changed: _param_change judged it
+        entries = split_list(new_eff.get(name, ""))
+        changed = [
+            r[1] for e in entries
+            if (r := table_ref(e)) is not None and old_t.get(r[1]) != new_t.get(r[1])
+        ]  # fmt: skip
+        if changed:
+            old_nets = " ".join(network_entries(entries, old_t))
+            new_nets = " ".join(network_entries(entries, new_t))
+            f = _mynetworks_change(path, old_nets, new_nets)
+            out.append(replace(f, message=f"{f.message} (via {', '.join(changed)})",
+                               fix=f"restore {', '.join(changed)}"))  # fmt: skip
+    return out
 
 
 def _param_change(path: str, name: str, old: str | None, new: str | None) -> Finding:
