@@ -1257,6 +1257,13 @@ def _to_symlink(path: str, dest: str) -> Callable[[Path], None]:
     return apply
 
 
+def _link(path: str, dest: str) -> Callable[[Path], None]:
+    def apply(root: Path) -> None:
+        _p(root, path).symlink_to(dest)
+
+    return apply
+
+
 def _remove(path: str) -> Callable[[Path], None]:
     def apply(root: Path) -> None:
         _p(root, path).unlink()
@@ -1381,6 +1388,55 @@ def _sendmail_tampers() -> list[Tamper]:
             _chmod("/var/mail", drop=stat.S_ISVTX),
             "/var/mail",
             None,
+            "critical",
+            "mode",
+        ),
+        # issue 10: smrsh, access map meaning, set-id behind the alternatives link
+        Tamper(
+            "smrsh-entry-to-shell",
+            _link("/etc/mail/smrsh/mailfilter", "/bin/dash"),
+            "/etc/mail/smrsh/mailfilter",
+            "MI-SMRSH-SHELL",
+            "critical",
+            "added",
+        ),
+        Tamper(
+            "smrsh-entry-added",
+            _link("/etc/mail/smrsh/procmail", "/usr/bin/procmail"),
+            "/etc/mail/smrsh/procmail",
+            "MI-SMRSH-ENTRY-ADDED",
+            "high",
+            "added",
+        ),
+        Tamper(
+            "access-relay-split-internet",
+            _edit("/etc/mail/access", None, "Connect:0.0.0.0/1 RELAY\nConnect:128.0.0.0/1 RELAY\n"),
+            "/etc/mail/access",
+            "MI-SENDMAIL-ACCESS-OPEN-RELAY",
+            "critical",
+            "content",
+        ),
+        Tamper(
+            "access-relay-tld",
+            _edit("/etc/mail/access", None, "To:com RELAY\n"),
+            "/etc/mail/access",
+            "MI-SENDMAIL-ACCESS-OPEN-RELAY",
+            "critical",
+            "content",
+        ),
+        Tamper(
+            "access-relay-partner",
+            _edit("/etc/mail/access", None, "To:partner.example RELAY\n"),
+            "/etc/mail/access",
+            "MI-SENDMAIL-ACCESS-RELAY-ADDED",
+            "high",
+            "content",
+        ),
+        Tamper(
+            "setuid-behind-alternatives",
+            _chmod(sm, stat.S_ISUID),
+            sm,
+            "MI-SETID-ADDED",
             "critical",
             "mode",
         ),
