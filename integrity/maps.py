@@ -20,9 +20,10 @@ import shutil
 import stat
 import struct
 import subprocess
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-from integrity.model import Facts
+from integrity.model import Facts, FileRecord
 from integrity.scanner import host_path
 
 #: Berkeley DB hash/btree magics (native and byte-swapped) at offset 12
@@ -136,6 +137,27 @@ def read_texts(root: str, paths: list[str]) -> dict[str, str | None]:
         except Unreadable:
             out[path] = None
     return out
+
+
+def table_dependents(records: Mapping[str, FileRecord]) -> dict[str, set[str]]:
+    """Table or list file -> the configuration files whose facts fold it in (a postfix
+    main.cf whose mynetworks names /etc/postfix/network_table)."""
+    out: dict[str, set[str]] = {}
+    for path, rec in records.items():
+        tables = rec.facts.get("tables") if isinstance(rec.facts, dict) else None
+        if isinstance(tables, dict):
+            for table in tables:
+                out.setdefault(str(table), set()).add(path)
+    return out
+
+
+def with_dependents(paths: Iterable[str], dependents: Mapping[str, set[str]]) -> list[str]:
+    """``paths`` plus the files that fold any of them in: a table change is re-judged
+    where it takes effect (a path-scoped check, as the daemon runs)."""
+    out = list(paths)
+    for path in list(out):
+        out.extend(dependents.get(path, ()))
+    return sorted(set(out))
 
 
 def _read_text(host: str) -> str:

@@ -22,6 +22,7 @@ from integrity.api import (
 )
 from integrity.judge import Triage
 from integrity.lanes import keep_content, oversize_findings
+from integrity.maps import table_dependents, with_dependents
 from integrity.model import Finding, Report, Role
 from integrity.selfstate import SelfState
 from integrity.snapshot import Progress, Snapshot, ancestors, snapshot
@@ -76,6 +77,7 @@ class Session:
         self.own = SelfState.locate(self.root, self.opts.state_files())
         self.plan = plan_for(self.root, self.policy, self.own)
         self.auto_triage = package_triage(self.root, self.opts.packages)
+        self.dependents = table_dependents(self.baseline)  # table file -> main.cf (maps.py)
 
     def stale(self) -> bool:
         return self._stale()
@@ -178,7 +180,7 @@ class Session:
             )  # fmt: skip
             scope = None
         else:
-            paths = list(paths)
+            paths = with_dependents(paths, self.dependents)
             snap = snapshot(
                 self.root, self.policy, only=paths, plan=self.plan, user_max_hash=user_max_hash
             )

@@ -106,3 +106,14 @@ def test_real_tree_table_edit_is_reported_on_main_cf(tmp_path: Path) -> None:
     )
     audit = api.audit(api.Options(root=str(root)))
     assert any(f.path == MAIN and f.rule == "MI-POSTFIX-MYNETWORKS-OPEN" for f in audit.findings)
+    # the daemon's path-scoped check of the table alone re-judges main.cf too
+    from integrity.session import Session
+
+    session = Session(api.Options(root=str(root), db=str(db)))
+    try:
+        scoped, _, _ = session.check(["/etc/postfix/network_table"])
+    finally:
+        session.close()
+    assert any(
+        f.path == MAIN and f.rule == "MI-POSTFIX-MYNETWORKS-OPEN" for f in scoped.findings
+    ), scoped.findings
