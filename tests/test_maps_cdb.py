@@ -3,6 +3,7 @@ real tinycdb tool, read and compared with their source (issue 10 class 6)."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -45,8 +46,6 @@ def test_cdb_rebuilt_from_its_source_is_consistent(tmp_path: Path) -> None:
 
 def test_cdb_from_another_input_names_the_key(tmp_path: Path) -> None:
     """A cdb written from a doctored copy differs from the source, by key."""
-    import os
-
     (tmp_path / "etc/mail").mkdir(parents=True)
     (tmp_path / "etc/mail/access").write_text(ACCESS)
     os.utime(tmp_path / "etc/mail/access", (1_000_000, 1_000_000))  # the map is newer
