@@ -881,6 +881,12 @@ def _content_changed(ctx: _Ctx) -> list[Finding]:
         )
     if meaning:
         return meaning
+    if old.digest == new.digest:
+        return [
+            Finding(new.path, "MI-ANALYSIS-CHANGED", Severity.LOW,
+                    "what this file means changed while its bytes did not (a file it names "
+                    "changed, or a newer analyzer reads more of it)", "facts")
+        ]  # fmt: skip
     an = analyzers.get(rule.analyzer) if rule and rule.analyzer else None
     if an is not None and an.facts_only:
         # a shared system file (/etc/group): only the mail-relevant part is ours to judge

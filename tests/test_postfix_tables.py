@@ -117,3 +117,28 @@ def test_real_tree_table_edit_is_reported_on_main_cf(tmp_path: Path) -> None:
     assert any(
         f.path == MAIN and f.rule == "MI-POSTFIX-MYNETWORKS-OPEN" for f in scoped.findings
     ), scoped.findings
+
+
+
+def test_facts_change_with_same_bytes_is_not_called_a_content_change() -> None:
+    """A baseline from an older analyzer (no .cf body digest yet), same bytes: the first
+    verify says the analysis changed (low), not that the content did."""
+    from integrity import judge as jd
+    from integrity import policy as pol
+    from integrity.analyzers import sendmail as sm
+    from integrity.compare import compare
+    from integrity.model import FileRecord, FileType, Role
+
+    cf = "/etc/mail/sendmail.cf"
+    new_f = sm.parse_cf("O PrivacyOptions=goaway\n")
+    old_f = {k: v for k, v in new_f.items() if k != "body"}
+    rec = FileRecord(cf, FileType.FILE, 0o644, 0, 0, digest="blake3:00", facts=old_f)
+    new = FileRecord(cf, FileType.FILE, 0o644, 0, 0, digest="blake3:00", facts=new_f)
+    rule = pol.Rule(
+        cf, Role.GENERATED, "sendmail", pol.Expect(), analyzer="sendmail-cf",
+        source="/etc/mail/sendmail.mc",
+    )  # fmt: skip
+    policy = pol.Policy(("sendmail",), (rule,))
+    changes = compare({cf: rec}, {cf: new}, {cf: Role.GENERATED})
+    found = jd.judge(changes, {cf: rec}, {cf: new}, policy)
+    assert [(f.rule, f.severity) for f in found] == [("MI-ANALYSIS-CHANGED", Severity.LOW)]
