@@ -19,6 +19,7 @@ import pytest
 
 from integrity import api
 from integrity.model import Report, Severity
+from integrity.store import key_path
 from tests import mtatrees
 
 pytestmark = [
@@ -46,6 +47,7 @@ def _copy(rhel: tuple[Path, Path], dest: Path) -> tuple[Path, Path]:
     root, db = rhel
     subprocess.run(["cp", "-a", str(root), str(dest / "root")], check=True)
     shutil.copy(db, dest / "baseline.db")
+    shutil.copy(key_path(str(db)), dest / "baseline.key")  # its host-local checksum key
     return dest / "root", dest / "baseline.db"
 
 

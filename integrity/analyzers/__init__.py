@@ -66,6 +66,20 @@ _MODULES: dict[str, tuple[str, str]] = {
 NAMES = frozenset(_MODULES)
 
 
+def _expanding(
+    fn: Callable[[Facts, dict[str, str | None]], Facts] | None,
+) -> Callable[[Facts, dict[str, str | None]], Facts] | None:
+    """``expand`` folds other files' text into the facts: redacted like ``parse``."""
+    if fn is None:
+        return None
+
+    def wrapped(data: Facts, texts: dict[str, str | None]) -> Facts:
+        out: Facts = redact.facts(fn(data, texts))
+        return out
+
+    return wrapped
+
+
 def get(name: str) -> Analyzer | None:
     """The analyzer called ``name``, or None when it is unknown or not built yet."""
     if name not in _MODULES:
@@ -84,7 +98,7 @@ def get(name: str) -> Analyzer | None:
             redact.judged(getattr(mod, f"assess{tail}")),
             bool(getattr(mod, "FACTS_ONLY", False)),
             getattr(mod, f"references{tail}", None),
-            getattr(mod, f"expand{tail}", None),
+            _expanding(getattr(mod, f"expand{tail}", None)),
         )
     except AttributeError:
         return None
