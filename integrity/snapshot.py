@@ -171,7 +171,7 @@ class _DirRules:
         entry = Rule(
             pattern=path, role=top.entry_role, profile=top.profile,
             expect=top.children or Expect(), optional=True, ignore=top.ignore,
-            note=f"entry below {info.top}", origin=top.origin,
+            note=f"entry below {info.top}", origin=top.origin, smrsh=top.smrsh,
         )  # fmt: skip
         return entry, entry.role
 
