@@ -60,7 +60,7 @@ METADATA_ATTRIBUTES = frozenset(
     | {"size", "mtime_ns", "ctime_ns", "inode", "nlink"}
 )
 
-MTA_AREAS = ("SENDMAIL", "POSTFIX", "EXIM", "DOVECOT", "ALIAS", "FORWARD")
+MTA_AREAS = ("SENDMAIL", "POSTFIX", "EXIM", "DOVECOT", "ALIAS", "FORWARD", "SMRSH")
 #: The ground under the MTA (issue 14): systemd units, the dynamic loader, PAM stacks.
 SYSTEM_AREAS = ("UNIT", "LOADER", "PAM")
 
@@ -68,7 +68,7 @@ SYSTEM_AREAS = ("UNIT", "LOADER", "PAM")
 _AREAS = {
     "permissions": "SETID PERM SECRET QUEUE SPOOL DIR OWNER GROUP CAPABILITY ACL SELINUX "
     "XATTR FLAGS PARENT ENFORCED EXPECT",
-    "file integrity": "BINARY PACKAGE CONTENT METADATA MAP GENERATED FILE TYPE LINK",
+    "file integrity": "BINARY PACKAGE CONTENT METADATA MAP GENERATED FILE TYPE LINK ANALYSIS",
     "mail configuration": " ".join(MTA_AREAS),
     "system configuration": " ".join(SYSTEM_AREAS) + " TLS",
     "monitor integrity": "BASELINE SELF SYSLOG HEARTBEAT LIFECYCLE WHODATA WATCH",
