@@ -115,23 +115,54 @@ class Pending:
         return bool(self.names or self.whole or self.tops or self.overflows or self.replaced)
 
 
-class QueueReader(threading.Thread):
+class _Reader(threading.Thread):
+    """A thread reading one inotify descriptor until ``stop``: a pipe wakes its poll."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name=name, daemon=True)
+        self.ino = Inotify()
+        self._stop_r, self._stop_w = os.pipe2(os.O_CLOEXEC)
+        self.stopping = False
+
+    def handle(self, events: list[tuple[int, int, bytes]]) -> None:
+        raise NotImplementedError
+
+    def run(self) -> None:
+        poller = select.poll()
+        poller.register(self.ino.fd, select.POLLIN)
+        poller.register(self._stop_r, select.POLLIN)
+        while not self.stopping:
+            ready = poller.poll()
+            if any(fd == self._stop_r for fd, _ in ready):
+                break
+            events = self.ino.read()
+            if events:
+                self.handle(events)
+
+    def stop(self) -> None:
+        self.stopping = True
+        os.write(self._stop_w, b"x")
+        if self.is_alive():
+            self.join(5)
+        self.ino.close()
+        os.close(self._stop_r)
+        os.close(self._stop_w)
+
+
+class QueueReader(_Reader):
     """Watches queue trees (to ``max_depth``) and collects what changed, per directory."""
 
     def __init__(
         self, tops: Iterable[str], wake: Callable[[], None], *, max_depth: int = 3
     ) -> None:
-        super().__init__(name="queue-inotify", daemon=True)
+        super().__init__("queue-inotify")
         self.tops = sorted(set(tops))
         self.wake = wake
         self.max_depth = max_depth  # directories at this depth below a top are watched
-        self.ino = Inotify()
         self._lock = threading.Lock()
         self._dirs: dict[int, tuple[str, int]] = {}  # wd -> (directory, depth)
         self._pending = Pending()
         self.unwatched: set[str] = set()  # directories the kernel refused (ENOSPC)
-        self._stop_r, self._stop_w = os.pipe2(os.O_CLOEXEC)
-        self.stopping = False
         self.events = 0  # kernel events read, for the heartbeat and the bench
 
     # -- watches --
@@ -212,6 +243,7 @@ class QueueReader(threading.Thread):
 
     def handle(self, events: list[tuple[int, int, bytes]]) -> None:
         """Fold a batch of kernel events into the pending set (bounded per directory)."""
+        self.events += len(events)
         new_dirs: list[tuple[str, int]] = []
         with self._lock:
             pending = self._pending
@@ -249,30 +281,8 @@ class QueueReader(threading.Thread):
                 self._pending.whole.add(path)  # entries made before its watch existed
         self.wake()
 
-    def run(self) -> None:
-        poller = select.poll()
-        poller.register(self.ino.fd, select.POLLIN)
-        poller.register(self._stop_r, select.POLLIN)
-        while not self.stopping:
-            ready = poller.poll()
-            if any(fd == self._stop_r for fd, _ in ready):
-                break
-            events = self.ino.read()
-            if events:
-                self.events += len(events)
-                self.handle(events)
 
-    def stop(self) -> None:
-        self.stopping = True
-        os.write(self._stop_w, b"x")
-        if self.is_alive():
-            self.join(5)
-        self.ino.close()
-        os.close(self._stop_r)
-        os.close(self._stop_w)
-
-
-class AttribReader(threading.Thread):
+class AttribReader(_Reader):
     """IN_ATTRIB alone on the directories of binaries, configs and aliases: one thread from
     the kernel to the attribute lane.
 
@@ -289,46 +299,27 @@ class AttribReader(threading.Thread):
         on_paths: Callable[[list[str]], None],
         on_overflow: Callable[[], None] = lambda: None,
     ) -> None:
-        super().__init__(name="attrib-inotify", daemon=True)
+        super().__init__("attrib-inotify")
         self.on_paths, self.on_overflow = on_paths, on_overflow
-        self.ino = Inotify()
         self._dirs: dict[int, str] = {}
         for d in sorted(set(dirs)):
             try:
                 self._dirs[self.ino.add(d, ATTRIB_MASK)] = d
             except OSError:
                 continue  # limit reached or gone: watchdog still covers it
-        self._stop_r, self._stop_w = os.pipe2(os.O_CLOEXEC)
-        self.stopping = False
 
     def watched(self) -> int:
         return len(self._dirs)
 
-    def run(self) -> None:
-        poller = select.poll()
-        poller.register(self.ino.fd, select.POLLIN)
-        poller.register(self._stop_r, select.POLLIN)
-        while not self.stopping:
-            ready = poller.poll()
-            if any(fd == self._stop_r for fd, _ in ready):
-                break
-            paths = []
-            for wd, mask, raw in self.ino.read():
-                directory = self._dirs.get(wd)
-                if mask & IN_Q_OVERFLOW:
-                    self.on_overflow()  # cheap insurance: re-check every attribute
-                elif mask & IN_IGNORED:
-                    self._dirs.pop(wd, None)
-                elif directory is not None and mask & IN_ATTRIB:
-                    paths.append(f"{directory}/{os.fsdecode(raw)}" if raw else directory)
-            if paths:
-                self.on_paths(paths)
-
-    def stop(self) -> None:
-        self.stopping = True
-        os.write(self._stop_w, b"x")
-        if self.is_alive():
-            self.join(5)
-        self.ino.close()
-        os.close(self._stop_r)
-        os.close(self._stop_w)
+    def handle(self, events: list[tuple[int, int, bytes]]) -> None:
+        paths = []
+        for wd, mask, raw in events:
+            directory = self._dirs.get(wd)
+            if mask & IN_Q_OVERFLOW:
+                self.on_overflow()  # cheap insurance: re-check every attribute
+            elif mask & IN_IGNORED:
+                self._dirs.pop(wd, None)
+            elif directory is not None and mask & IN_ATTRIB:
+                paths.append(f"{directory}/{os.fsdecode(raw)}" if raw else directory)
+        if paths:
+            self.on_paths(paths)
