@@ -18,6 +18,7 @@ restarts it rather than leaving a deaf daemon.
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import signal
 import sys
@@ -248,6 +249,8 @@ class Watcher:
     def content_step(self) -> None:
         time.sleep(self.cfg.watch.debounce)
         paths, full = self.content.take()
+        if paths and self.new_glob_dir(paths):
+            self.rebuild_due.set()  # a drop-in directory: watch it, and see what it holds
         if self.rebuild_due.is_set():
             self.rebuild_due.clear()
             self.session.replan()
@@ -322,6 +325,22 @@ class Watcher:
         self.last_full = time.monotonic()
 
     # -- the queue lane --
+
+    def new_glob_dir(self, host_paths: Iterable[str]) -> bool:
+        """A directory that appeared where a profile glob reaches below it
+        (``/etc/systemd/system/postfix.service.d`` for ``.../postfix*.d/**``): no watch
+        covers it yet, so a file written into it at once would wait for the next full verify."""
+        globs = [r.pattern.strip("/").split("/") for r in self.session.policy.rules if r.is_glob]
+        for host in host_paths:
+            if host in self.watches.inodes or os.path.islink(host) or not os.path.isdir(host):
+                continue
+            model = self.session.model_path(host)
+            if model is None:
+                continue
+            parts = model.strip("/").split("/")
+            if any(len(g) > len(parts) and all(map(fnmatch.fnmatchcase, parts, g)) for g in globs):
+                return True
+        return False
 
     def queue_step(self) -> None:
         time.sleep(max(self.cfg.watch.debounce, QUEUE_DEBOUNCE))

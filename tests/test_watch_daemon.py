@@ -366,3 +366,34 @@ def test_config_dir_overflow_rechecks_attributes_and_reports(base, rsyslog):
     finally:
         daemon.stop()
     assert first_index(lines, "MI-SETID-ADDED") is not None
+
+
+DROPIN_RULE = """
+[[file]]
+path = "/etc/systemd/system/postfix*.d/**"
+role = "config"
+analyzer = "systemd-unit"
+optional = true
+note = "test: drop-ins of the MTA's unit"
+"""
+
+
+@needs_root
+@pytest.mark.root
+def test_file_written_into_a_new_dropin_dir_is_seen_at_once(base, rsyslog):
+    """A drop-in directory created after start, with a unit file written into it at once:
+    the new directory is watched and its file judged without waiting for a full verify."""
+    base, root, profiles = make_host(base, extra_rules=DROPIN_RULE)
+    (root / "etc/systemd/system").mkdir(parents=True, exist_ok=True)
+    init(base, root, profiles)
+    daemon = start(base, root, profiles, rsyslog.url("tcp"))
+    path = "/etc/systemd/system/postfix.service.d/override.conf"
+    try:
+        rsyslog.wait_for(with_msgid("MI-LIFECYCLE-START"), 10)
+        dropin = root / path.lstrip("/")
+        dropin.parent.mkdir()
+        dropin.write_text("[Service]\nExecStartPre=/bin/sh -c /tmp/.x/run\n")
+        lines = rsyslog.wait_for(with_msgid("MI-UNIT-EXEC-UNSAFE", path), 20)
+    finally:
+        daemon.stop()
+    assert first_index(lines, "MI-UNIT-EXEC-UNSAFE", path) is not None
