@@ -18,13 +18,17 @@ from integrity.policy import Policy, Rule, behind_link
 from integrity.scanner import host_path
 
 MAX_HOPS = 16
+#: pseudo file systems: a link into them is a mask (``systemctl mask`` links a unit to
+#: /dev/null) or a device, never a file with a baseline
+PSEUDO = ("/dev/", "/proc/", "/sys/")
 
 
 def chain(root: str, path: str) -> list[str]:
     """The paths a symlink at ``path`` leads to, in order, resolved inside ``root``.
 
     Stops at the first hop that is not a symlink (the real file), at a loop, at a
-    dangling link, and after MAX_HOPS. Empty when ``path`` is not a symlink.
+    dangling link, at /dev, /proc or /sys (a masked unit is a link to /dev/null), and
+    after MAX_HOPS. Empty when ``path`` is not a symlink.
     """
     hops: list[str] = []
     current = path
@@ -38,7 +42,9 @@ def chain(root: str, path: str) -> list[str]:
             break
         base = "/" if target.startswith("/") else posixpath.dirname(current)
         nxt = posixpath.normpath(posixpath.join(base, target))
-        if nxt == path or nxt in hops or not os.path.lexists(host_path(root, nxt)):
+        if nxt == path or nxt in hops or (nxt + "/").startswith(PSEUDO):
+            break
+        if not os.path.lexists(host_path(root, nxt)):
             break
         hops.append(nxt)
         current = nxt
