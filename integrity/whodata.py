@@ -84,6 +84,7 @@ class Whodata:
         self.thread: threading.Thread | None = None
         self.stopping = threading.Event()
         self.lost = 0
+        self.own_removals = 0  # leftover rules we deleted ourselves at start
         self.assembler = auditrec.Assembler()
 
     # -- problems --
@@ -155,6 +156,7 @@ class Whodata:
             for raw in ours:
                 with contextlib.suppress(OSError):
                     control.delete(raw)
+                    self.own_removals += 1  # the kernel reports it back: not an intruder
             ours = []
         if status["enabled"] == 2:
             if not ours:
@@ -298,6 +300,9 @@ class Whodata:
         elif rec.get("audit_enabled") in ("1", "2") and "disabled" in self.reason:
             self.reason = ""  # switched back on: attribute again
         elif auditrec.value(rec.get("op", ""), "op") == "remove_rule" and KEY in rec.get("key", ""):
+            if self.own_removals > 0:
+                self.own_removals -= 1
+                return
             self.problem(DEGRADED, f"a {KEY} audit rule was removed ({who})")
 
     def _poll_status(self) -> None:
