@@ -330,13 +330,16 @@ class Watcher:
         """A directory that appeared where a profile glob reaches below it
         (``/etc/systemd/system/postfix.service.d`` for ``.../postfix*.d/**``): no watch
         covers it yet, so a file written into it at once would wait for the next full verify."""
-        globs = [r.pattern.strip("/").split("/") for r in self.session.policy.rules if r.is_glob]
+        globs: list[list[str]] | None = None  # worked out only once a new directory is seen
         for host in host_paths:
             if host in self.watches.inodes or os.path.islink(host) or not os.path.isdir(host):
                 continue
             model = self.session.model_path(host)
             if model is None:
                 continue
+            if globs is None:
+                rules = self.session.policy.rules
+                globs = [r.pattern.strip("/").split("/") for r in rules if r.is_glob]
             parts = model.strip("/").split("/")
             if any(len(g) > len(parts) and all(map(fnmatch.fnmatchcase, parts, g)) for g in globs):
                 return True
