@@ -360,12 +360,14 @@ def verify(
     record_run: bool = True,
     enforce: bool = False,
     tracked: Tracked | None = None,
+    workers: int | None = None,
 ) -> Report:
     """Compare the live system with the baseline and judge every difference.
 
     Standing conditions (high or critical since init) are reported again while they
     last; acknowledged and waived findings are listed apart. ``enforce`` puts loosened
-    modes and changed owners back to the baseline (never content).
+    modes and changed owners back to the baseline (never content). ``workers``: processes
+    reading files (None: 2 when the machine has 2 CPUs or more).
     """
     store, root, policy = open_store(opts)
     try:
@@ -377,7 +379,9 @@ def verify(
             rows = (r for r in store.iter_baseline() if r[0] not in skip)
             plan = plan_for(root, policy, own, lean=True)
             _expect(progress, plan)
-            drift = stream_drift(root, plan, rows, progress=progress)
+            if workers is None:
+                workers = min(2, os.cpu_count() or 1)
+            drift = stream_drift(root, plan, rows, progress=progress, workers=workers)
             report = drift_report(drift, policy, triage=triage)
             baseline, current = drift.baseline, drift.current
             report.findings.extend(self_findings(own, root, plan))

@@ -314,7 +314,13 @@ def init(force: bool, **kw: Any) -> int:
     is_flag=True,
     help="Restore loosened modes and changed owners to the baseline (never content).",
 )
-def verify(enforce: bool, **kw: Any) -> int:
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 2),
+    default=None,
+    help="Processes reading and hashing files (default: 2 on a machine with 2 or more CPUs).",
+)
+def verify(enforce: bool, workers: int | None, **kw: Any) -> int:
     """Compare the live system with the baseline; exit code is a bitmask.
 
     0 no differences, +1 added, +2 removed, +4 changed, +8 high or critical finding
@@ -327,7 +333,7 @@ def verify(enforce: bool, **kw: Any) -> int:
     tracked = api.Tracked()
     try:
         with progress_counter(not kw["quiet"], "verify") as tick:
-            rep = api.verify(opts, progress=tick, enforce=enforce, tracked=tracked)
+            rep = api.verify(opts, progress=tick, enforce=enforce, tracked=tracked, workers=workers)
     except (BaselineCorruptError, BaselineTamperedError) as exc:
         if cfg.syslog.url:  # the SIEM must hear it even from a cron verify
             logging_on()

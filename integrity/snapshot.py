@@ -6,6 +6,7 @@ check queue and spool entries for exposure, and say what the live state violates
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import functools
 import glob
@@ -13,10 +14,11 @@ import json
 import os
 import posixpath
 import re
+import stat
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 
-from integrity import analyzers, scanner
+from integrity import analyzers, quick, scanner
 from integrity.compare import NO_CONTENT
 from integrity.judge import assess_facts, check_child, check_parent, check_state
 from integrity.model import Facts, FileRecord, FileType, Finding, Role, ScanWarning
@@ -26,6 +28,11 @@ Progress = Callable[[int], None]
 #: roles whose directory entries are checked one by one but never recorded
 CHILD_ROLES = frozenset({Role.QUEUE, Role.SPOOL})
 MAX_TEXT = 16 * 2**20
+#: after this many rows the fast path got wrong (rows written by an older version, in
+#: another canonical form), a verify stops trying it: until the next ``update`` it would
+#: only cost time
+_QUICK_GIVE_UP = 64
+_DIR_PREFIX = '"ftype":"dir"'
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,11 +196,14 @@ class _DirRules:
 
     def _make(self, directory: str) -> _DirInfo:
         base = directory if directory.endswith("/") else directory + "/"
-        globs = tuple(
-            rule for prefix, rule in self._globs
+        # a glob that cannot reach a directory cannot reach its subdirectories either:
+        # only the parent's candidates are tried (a walk of 100k entries, 1,000 directories)
+        above = self._info(posixpath.dirname(directory)).near if directory != "/" else None
+        near = tuple(
+            (prefix, rule) for prefix, rule in (self._globs if above is None else above)
             if base.startswith(prefix) or prefix.startswith(base)
         )  # fmt: skip
-        info = _DirInfo(self._exact.get(directory, {}), globs)
+        info = _DirInfo(self._exact.get(directory, {}), tuple(r for _, r in near), near)
         own = self.own(directory) if directory != "/" else self._info_root_own()
         if own is not None and own.recursive:
             info.top, info.top_rule = directory, own
@@ -224,6 +234,7 @@ def _ignore_matcher(patterns: tuple[str, ...]) -> Callable[[str], object]:
 class _DirInfo:
     exact: dict[str, Rule]
     globs: tuple[Rule, ...]
+    near: tuple[tuple[str, Rule], ...]  # (literal prefix, rule) of the globs above
     top: str = ""
     top_rule: Rule | None = None
     hidden: bool = False
@@ -311,20 +322,29 @@ def stream_drift(
     rows: Iterable[tuple[str, str, str]],
     *,
     progress: Progress | None = None,
+    workers: int = 1,
 ) -> Drift:
     """Merge the baseline rows (in path order) with a scan of the plan, keeping only drift.
 
     Memory stays at the plan plus what changed, whatever the tree: an unchanged path is
-    recognised by its canonical record JSON and dropped at once.
+    recognised by its canonical record JSON (quick.py) and dropped at once; only a path
+    whose text differs is collected in full and compared attribute by attribute.
+    ``workers``: 2 lets a forked helper make half of the texts (``quick.Texts``).
     """
     from integrity.compare import diff_records
 
     names = scanner.IdNames(root)
     out = Drift(warnings=list(plan.warnings))
     dirs: set[str] = set()
-    targets = sorted(plan.targets.values(), key=lambda t: os.fsencode(t.path))
-    it = iter(targets)
-    target = next(it, None)
+    keyed = sorted((os.fsencode(t.path), t) for t in plan.targets.values())
+    texts = quick.Texts(
+        root,
+        [None if _needs_full(t) else (t.path, t.role not in NO_CONTENT) for _, t in keyed],
+        quick.Names(names),
+        workers=workers,
+    )
+    it = zip(keyed, texts, strict=True)
+    misses = 0  # fast answers the full comparison then found equal (an older row format)
 
     def scan(t: Target, record: str | None = None) -> FileRecord | None:
         known = None
@@ -350,32 +370,52 @@ def stream_drift(
         if rec is not None:
             out.current[t.path], out.roles[t.path] = rec, t.role
 
-    for path, role_text, record in rows:
-        key = os.fsencode(path)
-        while target is not None and os.fsencode(target.path) < key:
-            keep_new(target)  # on disk, not in the baseline: added
-            target = next(it, None)
-        role = role_from(role_text)
-        if target is None or target.path != path:
-            out.baseline[path] = _parse(path, record)  # in the baseline, not planned
-            out.roles[path] = role
-            continue
-        rec = scan(target, record)
-        target = next(it, None)
-        if rec is not None and same_record(rec, record):
-            continue  # the common case: nothing moved
-        old = _parse(path, record)
-        if rec is None or diff_records(old, rec, role):
-            out.baseline[path], out.roles[path] = old, role
-            if rec is not None:
-                out.current[path] = rec
-    while target is not None:
-        keep_new(target)
-        target = next(it, None)
+    try:
+        current = next(it, None)
+        for path, role_text, record in rows:
+            key = os.fsencode(path)
+            while current is not None and current[0][0] < key:
+                keep_new(current[0][1])  # on disk, not in the baseline: added
+                current = next(it, None)
+            role = role_from(role_text)
+            if current is None or current[0][0] != key:
+                out.baseline[path] = _parse(path, record)  # in the baseline, not planned
+                out.roles[path] = role
+                continue
+            (_, target), text = current
+            current = next(it, None)
+            if text == record:  # the common case: nothing moved (quick.py)
+                out.scanned += 1
+                if text.startswith(_DIR_PREFIX, text.index('"ftype":')):
+                    dirs.add(target.path)
+                if progress:
+                    progress(1)
+                continue
+            rec = scan(target, record)
+            if rec is not None and same_record(rec, record):
+                misses += text is not None
+                if misses > _QUICK_GIVE_UP:
+                    texts.stop()
+                continue
+            old = _parse(path, record)
+            if rec is None or diff_records(old, rec, role):
+                out.baseline[path], out.roles[path] = old, role
+                if rec is not None:
+                    out.current[path] = rec
+        while current is not None:
+            keep_new(current[0][1])
+            current = next(it, None)
+    finally:
+        texts.close()
     for t in plan.child_dirs:
         if t.path in dirs:
             out.child_findings.extend(_check_children(root, t, names, out.warnings, progress))
     return out
+
+
+def _needs_full(t: Target) -> bool:
+    """Records with facts (analyzers, maps) are never made by the fast path."""
+    return t.role == Role.MAP or bool(t.rule and t.rule.analyzer)
 
 
 def same_record(rec: FileRecord, record: str) -> bool:
@@ -518,24 +558,60 @@ def _check_children(
     warnings: list[ScanWarning],
     progress: Progress | None,
 ) -> list[Finding]:
-    if target.rule is None:
+    """Every entry of a queue or spool directory against the directory's rule.
+
+    A queue holds thousands of entries that look alike: a (type and mode, owner) pair seen
+    clean once, on an entry with no extended attribute, is clean again without building a
+    record (one ``lstat`` and one ``listxattr`` per entry). Mailboxes are always judged
+    one by one: their names matter.
+    """
+    rule = target.rule
+    if rule is None:
         return []
+    ignore = _ignore_matcher(rule.ignore) if rule.ignore else None
+    clean: set[tuple[int, int]] = set()  # (st_mode, st_uid) of queue entries judged clean
+    alike = rule.role == Role.QUEUE
     out: list[Finding] = []
-    for item in scanner.walk(root, target.path, max_depth=4):
+    for item in scanner.walk_entries(root, target.path, max_depth=4):
         if isinstance(item, ScanWarning):
             warnings.append(item)
             continue
-        if _ignored(item, target.rule):
+        path, st = item
+        if ignore is not None and ignore(path.rsplit("/", 1)[-1]):
             continue
-        got = scanner.collect(root, item, names=names, read_content=False, light=True, xattrs=True)
+        if progress:
+            progress(1)
+        key = (st.st_mode, st.st_uid) if alike and st is not None else None
+        if key in clean and not _has_xattrs(root, path):
+            continue
+        got = scanner.collect(root, path, names=names, read_content=False, light=True, xattrs=True)
         if isinstance(got, ScanWarning):
             if got.message != scanner.VANISHED:  # queue files come and go: normal
                 warnings.append(got)
             continue
-        out.extend(check_child(got.record, target.rule))
-        if progress:
-            progress(1)
+        found = check_child(got.record, rule)
+        if key is not None and not found and _plain(got.record, key):
+            clean.add(key)
+        out.extend(found)
     return out
+
+
+def _has_xattrs(root: str, path: str) -> bool:
+    """Any extended attribute (an ACL, a capability...), or no way to tell."""
+    try:
+        return bool(os.listxattr(scanner.host_path(root, path), follow_symlinks=False))
+    except OSError as exc:
+        return exc.errno != errno.ENOENT
+
+
+def _plain(rec: FileRecord, key: tuple[int, int]) -> bool:
+    """The record is the one the key describes, and carries no extended attribute."""
+    return (
+        not rec.xattrs
+        and rec.uid == key[1]
+        and rec.mode == stat.S_IMODE(key[0])
+        and rec.ftype == scanner._ftype(key[0])
+    )
 
 
 def state_findings(snap: Snapshot) -> list[Finding]:

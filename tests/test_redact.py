@@ -33,12 +33,19 @@ CANARY = "Zq7CANARY"
         ("postfix-main", f"my_db_password = {CANARY}4\n"),
         ("postfix-main", f"local_secret = {CANARY}5\n"),
         ("postfix-main", f"relayhost = [smtp://u:{CANARY}6@relay.example]\n"),
-        ("postfix-master",
-         f"relay unix - - n - - smtp -o smtp_sasl_password_maps=static:u:{CANARY}\n"),
+        (
+            "postfix-master",
+            f"relay unix - - n - - smtp -o smtp_sasl_password_maps=static:u:{CANARY}\n",
+        ),
         ("exim4-conf", f"LDAP_PASS = {CANARY}7\n"),
-        ("exim4-conf",
-         f"mysql_servers = localhost/mail/exim/{CANARY}8 : db2/mail/exim/{CANARY}9\n"),
-        ("exim4-conf", f"MAIN_X = ${{lookup ldap{{user=\"cn=admin\" pass={CANARY} ldap:///dc=x}}}}\n"),
+        (
+            "exim4-conf",
+            f"mysql_servers = localhost/mail/exim/{CANARY}8 : db2/mail/exim/{CANARY}9\n",
+        ),
+        (
+            "exim4-conf",
+            f'MAIN_X = ${{lookup ldap{{user="cn=admin" pass={CANARY} ldap:///dc=x}}}}\n',
+        ),
         (
             "exim4-conf",
             f"begin authenticators\nplain:\n  driver = plaintext\n  client_send = ^u^{CANARY}\n",
@@ -229,9 +236,7 @@ def test_planted_canaries_appear_nowhere(tmp_path: Path) -> None:
         _write(root, "two")  # every secret changes, and with it relayhost and an alias
         watch = _cli("watch", *args, "--once", "-v")
         assert watch.returncode == 0, watch.stderr
-        received = server.wait_for(
-            lambda lines: any("relay-two" in line for line in lines), 15
-        )
+        received = server.wait_for(lambda lines: any("relay-two" in line for line in lines), 15)
         verify_text = _cli("verify", *args, "-v")
         verify_json = _cli("verify", *args, "--format", "json")
         assert verify_text.returncode & 4 and verify_json.returncode & 4, verify_text.stderr
@@ -251,3 +256,24 @@ def test_planted_canaries_appear_nowhere(tmp_path: Path) -> None:
     for blob in blobs:
         assert CANARY.encode() not in blob
     assert shutil.which(sys.executable)
+
+
+def test_the_quick_gate_never_skips_a_string_the_substitutions_would_change() -> None:
+    """``text`` skips strings without any trigger literal: the full chain agrees on all."""
+    import random
+
+    from integrity.redact import _substitute
+
+    fragments = [
+        "password=hunter2", "PASS: x", "pwd=1", "bind_pw = s", "dnpass=q", "--api-key K",
+        "-token T", " --pw X", "ldap://u:pw@host", "smtp://user:p@h", '"P:secret"',
+        '"P=x"', "servers = h/db/u/pw", "mysql_servers", "${if eq{$auth3}{lit}}",
+        "-----BEGIN RSA PRIVATE KEY-----\nabc\n-----END RSA PRIVATE KEY-----",
+        "static:user:pw", "inline:{a=b}", "root", "|/usr/bin/procmail", ":include:/x",
+        "mail@example.com", "a:b@c", "Pass", "SeCrEt=1", "x", " ", "=", ":", "@", "/",
+    ]  # fmt: skip
+    rng = random.Random(12)
+    for _ in range(5000):
+        sample = "".join(rng.choice(fragments) + rng.choice(["", " ", ",", ";", "\n"])
+                         for _ in range(rng.randint(1, 4)))  # fmt: skip
+        assert redact.text(sample) == _substitute(sample), sample

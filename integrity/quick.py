@@ -1,0 +1,297 @@
+"""The verify fast path: is this path still exactly its baseline record?
+
+A verify of 20,000 files spends its time on Python work per file, not on syscalls or
+hashing. For the common answer ("nothing moved") this module goes straight from the
+syscalls to the canonical record JSON (``store.record_json``'s bytes) and compares it with
+the stored text: no ``FileRecord``, no JSON parsing. Anything unusual (a race, a refused
+open, a record that does not compare equal) returns ``None`` or a different text, and the
+caller takes the full path in ``scanner``/``snapshot``, which decides and reports. So this
+module can only make a verify faster: it never decides that something changed, and it says
+"unchanged" only when every attribute the full collector records is equal.
+
+The same safety rules as ``scanner``: ``lstat`` first, only a regular file is opened
+(``O_NOFOLLOW|O_NONBLOCK``), its ``fstat`` must be the inode ``lstat`` described, and the
+metadata recorded is the descriptor's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import stat
+import struct
+import threading
+from collections.abc import Iterator
+from json import dumps
+from json.encoder import encode_basestring_ascii as _quote
+from typing import BinaryIO
+
+import blake3
+
+from integrity import scanner
+
+_READ = scanner._READ_FLAGS
+_SMALL = 2**20  # read in one call up to this size (a mail tree's files are small)
+_IMMUTABLE, _APPEND = scanner._STATX_IMMUTABLE, scanner._STATX_APPEND
+_FTYPE = {
+    stat.S_IFREG: '"file"',
+    stat.S_IFDIR: '"dir"',
+    stat.S_IFLNK: '"symlink"',
+    stat.S_IFIFO: '"fifo"',
+    stat.S_IFSOCK: '"socket"',
+    stat.S_IFCHR: '"chardev"',
+    stat.S_IFBLK: '"blockdev"',
+}
+_FLAGS = {0: "[]", _APPEND: '["append"]', _IMMUTABLE: '["immutable"]'}
+_FLAGS[_APPEND | _IMMUTABLE] = '["append","immutable"]'
+#: the JSON texts of a record's acl, caps, selinux and xattrs members
+_Extra = tuple[str, str, str, str]
+_NO_XATTRS: _Extra = ("null", "null", "null", "[]")
+
+
+class Names:
+    """uid/gid -> JSON text of the name (``null`` when unknown), cached for one run."""
+
+    def __init__(self, names: scanner.IdNames) -> None:
+        self._names = names
+        self._users: dict[int, str] = {}
+        self._groups: dict[int, str] = {}
+
+    def user(self, uid: int) -> str:
+        text = self._users.get(uid)
+        if text is None:
+            text = self._users[uid] = _json_str(self._names.user(uid))
+        return text
+
+    def group(self, gid: int) -> str:
+        text = self._groups.get(gid)
+        if text is None:
+            text = self._groups[gid] = _json_str(self._names.group(gid))
+        return text
+
+
+def _json_str(value: str | None) -> str:
+    return "null" if value is None else str(_quote(value))
+
+
+def record_text(root: str, path: str, names: Names, *, content: bool) -> str | None:
+    """The canonical record JSON of ``path`` as it is now, without facts; None when the
+    full collector must look (gone, refused, swapped, moving, unreadable...).
+
+    ``content``: hash a regular file (False for roles whose content is never read).
+    """
+    full = scanner.host_path(root, path)
+    if scanner._escapes_root(root, full, names._names.parents):
+        return None
+    try:
+        st = os.lstat(full)
+    except OSError:
+        return None
+    mode = st.st_mode
+    if stat.S_ISREG(mode) and content:
+        return _regular(full, st, names)
+    link = "null"
+    if stat.S_ISLNK(mode):
+        try:
+            link = str(_quote(os.readlink(full)))
+        except OSError:
+            return None
+    extra = _xattrs(full)
+    if extra is None:
+        return None
+    flags = scanner._statx_attributes(full)
+    if flags is None:  # no statx here: the full collector knows the fallbacks
+        return None
+    return _text(st, names, "null", link, extra, flags)
+
+
+def _regular(full: str, st: os.stat_result, names: Names) -> str | None:
+    try:
+        fd = os.open(full, _READ)
+    except OSError:
+        return None  # EPERM for O_NOATIME, EACCES, a swap (ELOOP, ENXIO): the full path
+    try:
+        fst = os.fstat(fd)
+        if fst.st_ino != st.st_ino or fst.st_dev != st.st_dev or not stat.S_ISREG(fst.st_mode):
+            return None
+        size = fst.st_size
+        if size < _SMALL:  # one read into the thread's reused buffer: no page faults
+            buf = scanner._buffer()
+            count = os.readv(fd, [buf])
+            if count != size:
+                return None
+            digest = blake3.blake3(memoryview(buf)[:count]).hexdigest()
+        else:
+            prefixed, _, count = scanner._hash_fd(fd, size, -1)
+            if count != size:
+                return None
+            digest = prefixed.removeprefix("blake3:")
+        after = os.fstat(fd)
+        if after.st_size != size or after.st_mtime_ns != fst.st_mtime_ns:
+            return None
+        extra = _xattrs(fd)
+        if extra is None:
+            return None
+        flags = scanner._ioctl_regular_fd(fd)  # what scanner.read_flags reads first
+        if flags is None:  # ENOTTY, EOPNOTSUPP: the filesystem may still answer statx
+            flags = scanner._statx_attributes(fd)
+            if flags is None:
+                return None
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return _text(fst, names, f'"blake3:{digest}"', "null", extra, flags)
+
+
+def _xattrs(target: str | int) -> _Extra | None:
+    """The JSON texts of the acl, caps, selinux and xattrs members; None on error.
+
+    The common case (no extended attribute at all) is one syscall and a constant.
+    """
+    try:
+        keys = (
+            os.listxattr(target, follow_symlinks=False)
+            if isinstance(target, str)
+            else (os.listxattr(target))
+        )
+    except OSError:
+        return None
+    if not keys:
+        return _NO_XATTRS
+    pairs, caps, acl, selinux = scanner.read_xattrs(target)
+    xattrs = dumps([list(p) for p in pairs], separators=(",", ":"))
+    return dumps(acl), dumps(caps), dumps(selinux), xattrs
+
+
+def _text(
+    st: os.stat_result, names: Names, digest: str, link: str, extra: _Extra, flags: int
+) -> str | None:
+    ftype = _FTYPE.get(stat.S_IFMT(st.st_mode))
+    if ftype is None:
+        return None
+    acl, caps, selinux, xattrs = extra
+    return (
+        f'{{"acl":{acl},"caps":{caps},"ctime_ns":{st.st_ctime_ns},"digest":{digest},'
+        f'"facts":null,"flags":{_FLAGS[flags & (_IMMUTABLE | _APPEND)]},"ftype":{ftype},'
+        f'"gid":{st.st_gid},"group":{names.group(st.st_gid)},"inode":{st.st_ino},'
+        f'"link_target":{link},"mode":{stat.S_IMODE(st.st_mode)},'
+        f'"mtime_ns":{st.st_mtime_ns},"nlink":{st.st_nlink},"owner":{names.user(st.st_uid)},'
+        f'"selinux":{selinux},"size":{st.st_size},"uid":{st.st_uid},"xattrs":{xattrs}}}'
+    )
+
+
+#: targets per chunk; the chunks alternate between this process and a forked helper
+CHUNK = 64
+_NONE = 0xFFFFFFFF
+
+
+class Texts:
+    """``record_text`` of ``items`` ((path, content), or None for "not wanted"), in order.
+
+    With ``workers`` > 1 a forked helper process makes every other chunk while this one
+    makes the rest: the work is Python per file, which threads would serialise on the
+    GIL. The helper only reads files and writes texts to a pipe (its backlog is bounded
+    by the pipe); if it dies, this process makes its chunks itself. Only forked from a
+    single-threaded process (``verify``), never from the daemon.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        items: list[tuple[str, bool] | None],
+        names: Names,
+        *,
+        workers: int = 1,
+    ) -> None:
+        self._root, self._items, self._names = root, items, names
+        self._stopped = False
+        self._pid = 0
+        self._pipe: BinaryIO | None = None
+        if workers > 1 and len(items) > 2 * CHUNK and threading.active_count() == 1:
+            self._fork()
+
+    def stop(self) -> None:
+        """No more texts are wanted (each comes back None): the helper is ended."""
+        self._stopped = True
+        self.close()
+
+    def close(self) -> None:
+        if self._pid:
+            with contextlib.suppress(OSError):
+                os.kill(self._pid, signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(self._pid, 0)
+            self._pid = 0
+        if self._pipe is not None:
+            self._pipe.close()
+            self._pipe = None
+
+    def __iter__(self) -> Iterator[str | None]:
+        for start in range(0, len(self._items), CHUNK):
+            chunk = self._items[start : start + CHUNK]
+            theirs = (start // CHUNK) % 2 == 1 and self._pipe is not None
+            got = self._receive(len(chunk)) if theirs else None
+            for n, item in enumerate(chunk):
+                if self._stopped or item is None:
+                    yield None
+                elif got is not None and n < len(got):
+                    yield got[n]
+                else:  # ours, or the helper stopped short
+                    yield record_text(self._root, item[0], self._names, content=item[1])
+        self.close()
+
+    def _fork(self) -> None:
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the helper: texts of the odd chunks, then out, whatever happens
+            code = 0
+            try:
+                os.close(read)
+                with os.fdopen(write, "wb", buffering=2**16) as out:
+                    self._serve(out)
+            except BaseException:  # the parent makes what is missing
+                code = 1
+            finally:
+                os._exit(code)
+        os.close(write)
+        self._pid = pid
+        self._pipe = os.fdopen(read, "rb", buffering=2**16)
+
+    def _serve(self, out: BinaryIO) -> None:
+        pack = struct.Struct("<I").pack
+        for start in range(CHUNK, len(self._items), 2 * CHUNK):
+            for item in self._items[start : start + CHUNK]:
+                text = None
+                if item is not None:
+                    text = record_text(self._root, item[0], self._names, content=item[1])
+                if text is None:
+                    out.write(pack(_NONE))
+                else:
+                    data = text.encode("ascii")  # ensure_ascii JSON: always ASCII
+                    out.write(pack(len(data)) + data)
+
+    def _receive(self, count: int) -> list[str | None] | None:
+        """The helper's texts of one chunk; on a short read the helper is gone for good."""
+        if self._pipe is None:
+            return None
+        got: list[str | None] = []
+        try:
+            for _ in range(count):
+                head = self._pipe.read(4)
+                if len(head) != 4:
+                    break
+                (size,) = struct.unpack("<I", head)
+                if size == _NONE:
+                    got.append(None)
+                    continue
+                data = self._pipe.read(size)
+                if len(data) != size:
+                    break
+                got.append(data.decode("ascii"))
+        except OSError:
+            pass
+        if len(got) < count:
+            self.close()
+        return got

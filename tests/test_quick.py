@@ -1,0 +1,261 @@
+"""The verify fast path (quick.py) says "unchanged" exactly when the full collector would.
+
+Every case compares ``quick.record_text`` with ``store.record_json`` of what
+``scanner.collect`` records for the same real file: byte-equal text when the file is
+readable and steady, None (the full path decides) when it is not.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from integrity import api, quick, scanner
+from integrity.model import Role, ScanWarning
+from integrity.snapshot import Plan, Target, stream_drift
+from integrity.store import Store, record_json
+
+ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="needs chown, mknod and chattr (root)")
+
+
+def _full(root: str, path: str, *, content: bool = True) -> str | None:
+    got = scanner.collect(root, path, names=scanner.IdNames(root), read_content=content)
+    if isinstance(got, ScanWarning) or got.warning is not None:
+        return None
+    return record_json(got.record)
+
+
+def _quick(root: str, path: str, *, content: bool = True) -> str | None:
+    return quick.record_text(root, path, quick.Names(scanner.IdNames(root)), content=content)
+
+
+def _tool(*argv: str) -> bool:
+    if shutil.which(argv[0]) is None:
+        return False
+    return subprocess.run(argv, capture_output=True).returncode == 0
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    root = tmp_path / "root"
+    (root / "etc/mail").mkdir(parents=True)
+    return root
+
+
+def test_plain_files_dirs_and_links_give_the_canonical_text(tree: Path) -> None:
+    (tree / "etc/mail/small.cf").write_text("O DaemonPortOptions=Port=smtp\n")
+    (tree / "etc/mail/empty").write_bytes(b"")
+    (tree / "etc/mail/big.db").write_bytes(os.urandom(3 * 2**20 + 17))  # > one read
+    (tree / "etc/mail/exact").write_bytes(b"x" * 2**20)  # the one-read boundary
+    (tree / "etc/mail/link").symlink_to("small.cf")
+    (tree / "etc/mail/dangling").symlink_to("/nowhere/\udcff")
+    (tree / "etc/mail/caf\udce9").write_bytes(b"non-UTF-8 name")
+    os.chmod(tree / "etc/mail/small.cf", 0o4640)
+    for name in ("small.cf", "empty", "big.db", "exact", "link", "dangling", "caf\udce9"):
+        path = f"/etc/mail/{name}"
+        text = _quick(str(tree), path)
+        assert text is not None, name
+        assert text == _full(str(tree), path), name
+    assert _quick(str(tree), "/etc/mail") == _full(str(tree), "/etc/mail")
+    # a role whose content is never read: no digest, the same text as the collector's
+    assert _quick(str(tree), "/etc/mail/small.cf", content=False) == _full(
+        str(tree), "/etc/mail/small.cf", content=False
+    )
+
+
+def test_special_files_are_described_never_opened(tree: Path) -> None:
+    fifo = tree / "etc/mail/fifo"
+    os.mkfifo(fifo)  # opening it for reading would block: it must not be opened
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(tree / "etc/mail/sock"))
+    try:
+        for name in ("fifo", "sock"):
+            text = _quick(str(tree), f"/etc/mail/{name}")
+            assert text is not None and '"digest":null' in text
+            assert text == _full(str(tree), f"/etc/mail/{name}")
+    finally:
+        sock.close()
+
+
+@ROOT_ONLY
+def test_device_node_owner_and_group_names(tree: Path) -> None:
+    os.mknod(tree / "etc/mail/null", 0o600 | stat.S_IFCHR, os.makedev(1, 3))
+    (tree / "etc/mail/owned").write_text("x")
+    os.chown(tree / "etc/mail/owned", 65534, 65534)  # nobody / nogroup
+    os.chown(tree / "etc/mail/null", 4242, 4343)  # ids without names: null
+    for name in ("null", "owned"):
+        text = _quick(str(tree), f"/etc/mail/{name}")
+        assert text is not None and text == _full(str(tree), f"/etc/mail/{name}")
+    assert '"owner":null' in (_quick(str(tree), "/etc/mail/null") or "")
+
+
+@ROOT_ONLY
+def test_xattrs_acl_caps_and_flags_are_in_the_text(tree: Path) -> None:
+    target = tree / "etc/mail/sendmail"
+    target.write_bytes(b"\x7fELF binary")
+    os.setxattr(target, "user.origin", b"\x00\x01mail")
+    cases = [("xattr", "user.origin")]
+    if _tool("setfacl", "-m", "u:65534:r", str(target)):
+        cases.append(("acl", "system.posix_acl_access"))
+    if _tool("setcap", "cap_net_bind_service+ep", str(target)):
+        cases.append(("caps", "security.capability"))
+    text = _quick(str(tree), "/etc/mail/sendmail")
+    assert text is not None and text == _full(str(tree), "/etc/mail/sendmail")
+    for _, key in cases:
+        assert key in text
+    flagged = tree / "etc/mail/aliases"
+    flagged.write_text("root: admin\n")
+    if not _tool("chattr", "+a", str(flagged)):
+        pytest.skip("this filesystem has no chattr flags")
+    try:
+        text = _quick(str(tree), "/etc/mail/aliases")
+        assert text is not None and '"flags":["append"]' in text
+        assert text == _full(str(tree), "/etc/mail/aliases")
+        assert _tool("chattr", "+i", str(flagged))
+        text = _quick(str(tree), "/etc/mail/aliases")
+        assert text is not None and '"flags":["append","immutable"]' in text
+        assert text == _full(str(tree), "/etc/mail/aliases")
+    finally:
+        _tool("chattr", "-a", "-i", str(flagged))
+
+
+def test_gone_and_unreadable_paths_leave_the_decision_to_the_collector(tree: Path) -> None:
+    assert _quick(str(tree), "/etc/mail/missing") is None
+    loop = tree / "etc/mail/loop"
+    loop.symlink_to("loop")
+    assert _quick(str(tree), "/etc/mail/loop") == _full(str(tree), "/etc/mail/loop")
+    (tree / "etc/mail/secret").write_text("password")
+    os.chmod(tree / "etc/mail/secret", 0)
+    if os.geteuid() != 0:
+        assert _quick(str(tree), "/etc/mail/secret") is None
+
+
+def test_a_parent_symlink_out_of_the_root_is_not_read(tree: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "aliases").write_text("root: evil\n")
+    (tree / "etc/postfix").symlink_to(outside)
+    assert _quick(str(tree), "/etc/postfix/aliases") is None
+
+
+def _plan(tree: Path, names: list[str]) -> Plan:
+    plan = Plan()
+    for name in names:
+        plan.targets[f"/etc/mail/{name}"] = Target(f"/etc/mail/{name}", None, Role.CONFIG)
+    return plan
+
+
+def _baseline(tree: Path, tmp_path: Path, names: list[str]) -> Store:
+    idn = scanner.IdNames(str(tree))
+    store = Store.open(str(tmp_path / "b.db"), create=True)
+    recs = []
+    for name in names:
+        got = scanner.collect(str(tree), f"/etc/mail/{name}", names=idn)
+        assert not isinstance(got, ScanWarning)
+        recs.append(got.record)
+    store.replace_baseline(recs, {r.path: "config" for r in recs})
+    return store
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_stream_drift_finds_every_change_with_one_or_two_workers(
+    tree: Path, tmp_path: Path, workers: int
+) -> None:
+    names = [f"f{i:04d}" for i in range(700)]  # > 2 chunks each way: both processes work
+    for name in names:
+        (tree / "etc/mail" / name).write_text(f"line {name}\n")
+    store = _baseline(tree, tmp_path, names)
+    try:
+        changed = {"f0003": "content", "f0070": "content", "f0131": "mode", "f0650": "content"}
+        (tree / "etc/mail/f0003").write_text("other\n")
+        (tree / "etc/mail/f0070").write_text("longer content than before\n")
+        os.chmod(tree / "etc/mail/f0131", 0o666)
+        (tree / "etc/mail/f0650").write_text("LINE f0650\n")  # same size
+        os.unlink(tree / "etc/mail/f0400")
+        (tree / "etc/mail/new").write_text("added\n")
+        live = [n for n in names if n != "f0400"] + ["new"]
+        drift = stream_drift(str(tree), _plan(tree, live), store.iter_baseline(), workers=workers)
+    finally:
+        store.close()
+    assert set(drift.current) == {f"/etc/mail/{n}" for n in [*changed, "new"]}
+    assert set(drift.baseline) == {f"/etc/mail/{n}" for n in [*changed, "f0400"]}
+    assert drift.scanned == len(live)
+    assert drift.current["/etc/mail/f0131"].mode == 0o666
+
+
+def test_a_helper_that_dies_leaves_its_chunks_to_the_parent(tree: Path) -> None:
+    names = [f"f{i:04d}" for i in range(6 * quick.CHUNK)]
+    for name in names:
+        (tree / "etc/mail" / name).write_text(name)
+    items: list[tuple[str, bool] | None] = [(f"/etc/mail/{n}", True) for n in names]
+    idn = quick.Names(scanner.IdNames(str(tree)))
+    texts = quick.Texts(str(tree), items, idn, workers=2)
+    assert texts._pid, "the helper was forked"
+    os.kill(texts._pid, signal.SIGKILL)
+    got = list(texts)
+    assert got == [quick.record_text(str(tree), f"/etc/mail/{n}", idn, content=True) for n in names]
+    assert all(g is not None for g in got)
+
+
+def test_verify_reports_the_same_with_one_or_two_workers(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    mail = root / "etc/mail"
+    mail.mkdir(parents=True)
+    (mail / "aliases").write_text("postmaster: root\n")
+    for i in range(300):
+        (mail / f"x{i:03d}.m4").write_text(f"dnl {i}\n")
+    (mail / "sendmail.cf").write_text("O QueueDirectory=/var/spool/mqueue\n")
+    db = str(tmp_path / "b.db")
+    opts = api.Options(root=str(root), db=db, profiles=("sendmail-debian",))
+    api.init(opts)
+    (mail / "x007.m4").write_text("changed\n")
+    os.chmod(mail / "x250.m4", 0o4755)
+    reports = [api.verify(opts, workers=w, record_run=False) for w in (1, 2)]
+    one, two = ([(f.path, f.rule, f.attribute) for f in r.findings] for r in reports)
+    assert one == two
+    assert ("/etc/mail/x250.m4", "MI-SETID-ADDED", "mode") in {(p, r, a) for p, r, a in one}
+    assert reports[0].changed == reports[1].changed == 2
+
+
+@ROOT_ONLY
+def test_queue_entries_alike_are_judged_once_but_an_acl_or_capability_is_still_seen(
+    tmp_path: Path,
+) -> None:
+    from integrity.snapshot import _check_children
+
+    root = tmp_path / "root"
+    queue = root / "var/spool/mqueue"
+    queue.mkdir(parents=True)
+    os.chmod(queue, 0o700)
+    for i in range(40):
+        (queue / f"qfA{i:03d}").write_text("H?P?Return-Path: <>\n")
+        os.chmod(queue / f"qfA{i:03d}", 0o600)
+    (queue / "sub").mkdir(mode=0o700)
+    (queue / "sub" / "dfB001").write_text("body")
+    os.chmod(queue / "sub" / "dfB001", 0o600)
+    exposed = ["qfA005", "sub/dfB001"]
+    assert _tool("setfacl", "-m", "u:65534:r", str(queue / "qfA005"))
+    (queue / "sub" / "dfB001").chmod(0o644)
+    capped = _tool("setcap", "cap_net_raw+ep", str(queue / "qfA017"))
+    policy = api.resolve_policy(str(root), ["sendmail-debian"])
+    rule = policy.rule_for("/var/spool/mqueue")
+    assert rule is not None and rule.role == Role.QUEUE
+    warnings: list[ScanWarning] = []
+    found = _check_children(
+        str(root), Target("/var/spool/mqueue", rule, rule.role),
+        scanner.IdNames(str(root)), warnings, None,
+    )  # fmt: skip
+    paths = {(f.path, f.rule) for f in found}
+    for name in exposed:
+        assert (f"/var/spool/mqueue/{name}", "MI-QUEUE-FILE-EXPOSED") in paths
+    if capped:
+        assert ("/var/spool/mqueue/qfA017", "MI-QUEUE-FILE-CAPABILITY") in paths
+    assert len({p for p, _ in paths}) == len(exposed) + capped
+    assert warnings == []
