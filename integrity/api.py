@@ -276,7 +276,9 @@ def settle(
     return new, list(resolved)
 
 
-def _header(store: Store, root: str, policy: Policy, command: str) -> dict[str, object]:
+def _header(
+    store: Store, root: str, policy: Policy, command: str, notes: Iterable[str] = ()
+) -> dict[str, object]:
     return {
         "command": command,
         "root": root,
@@ -287,7 +289,7 @@ def _header(store: Store, root: str, policy: Policy, command: str) -> dict[str, 
         "signed": bool(store.get_meta("signature")),
         "signer": store.get_meta("signer"),
         "host": hostname(),
-        "notes": store.notes(),
+        "notes": [*store.notes(), *notes],
     }
 
 
@@ -361,13 +363,16 @@ def verify(
     enforce: bool = False,
     tracked: Tracked | None = None,
     workers: int | None = None,
+    trust_ctime: bool = False,
 ) -> Report:
     """Compare the live system with the baseline and judge every difference.
 
     Standing conditions (high or critical since init) are reported again while they
     last; acknowledged and waived findings are listed apart. ``enforce`` puts loosened
     modes and changed owners back to the baseline (never content). ``workers``: processes
-    reading files (None: 2 when the machine has 2 CPUs or more).
+    reading files (None: 2 when the machine has 2 CPUs or more). ``trust_ctime``: reuse
+    the stored digest of files whose size, mtime, ctime and inode did not move, unless
+    the last verify that read every file is older than ``FULL_REHASH_DAYS``.
     """
     store, root, policy = open_store(opts)
     try:
@@ -375,13 +380,16 @@ def verify(
         skip = own.excluded() - set(policy.parents())
         scope = None if only is None else sorted(set(only) - skip)
         triage = triage or package_triage(root, opts.packages)
+        trusted = trust_ctime and scope is None and _read_all_lately(store)
         if scope is None:  # the whole tree: streamed, memory bounded by what changed
             rows = (r for r in store.iter_baseline() if r[0] not in skip)
             plan = plan_for(root, policy, own, lean=True)
             _expect(progress, plan)
             if workers is None:
                 workers = min(2, os.cpu_count() or 1)
-            drift = stream_drift(root, plan, rows, progress=progress, workers=workers)
+            drift = stream_drift(
+                root, plan, rows, progress=progress, workers=workers, trust_ctime=trusted
+            )
             report = drift_report(drift, policy, triage=triage)
             baseline, current = drift.baseline, drift.current
             report.findings.extend(self_findings(own, root, plan))
@@ -394,7 +402,15 @@ def verify(
         report.findings = host_fixes(report.findings, root)
         if enforce:
             _enforce(root, report, baseline, current)
-        report.header = _header(store, root, policy, "verify")
+        note = (
+            "--trust-ctime: files whose size, mtime, ctime and inode did not change were "
+            "not read again (their stored hash was reused)"
+            if trusted
+            else f"--trust-ctime ignored: no verify read every file in the last "
+            f"{FULL_REHASH_DAYS} days, so this one did"
+        )
+        report.header = _header(store, root, policy, "verify", [note] if trust_ctime else [])
+        report.header["content"] = "trusted-ctime" if trusted else "read"
         _who_changed(report, root, store.get_meta("sealed_at"))
         run = store.begin_run("verify", root, policy.profiles, hostname()) if record_run else None
         new, resolved = settle(
@@ -404,10 +420,39 @@ def verify(
             tracked.new, tracked.resolved = new, resolved
             tracked.unsent = store.unsent(finding_key(f) for f in report.findings)
         if run is not None:
-            store.finish_run(run, _summary(report), report.exit_code())
+            summary = {**_summary(report), "content": report.header["content"]}
+            store.finish_run(run, summary, report.exit_code())
     finally:
         store.close()
     return report
+
+
+#: ``--trust-ctime`` is honoured only when a verify read every file this recently
+FULL_REHASH_DAYS = 7
+
+
+def _read_all_lately(store: Store) -> bool:
+    """Did a whole-tree verify read every file (no ``--trust-ctime``) in the last
+    ``FULL_REHASH_DAYS``? Runs of this baseline generation only."""
+    import datetime as dt
+    import json
+
+    sealed = store.get_meta("sealed_at") or ""
+    rows = store.db.execute(
+        "select finished, summary from runs where command = 'verify' and finished >= ? "
+        "order by id desc limit 200",
+        [sealed],
+    ).fetchall()
+    limit = dt.datetime.now(dt.UTC) - dt.timedelta(days=FULL_REHASH_DAYS)
+    for finished, summary in rows:
+        try:
+            read_all = json.loads(summary or "{}").get("content") == "read"
+            when = dt.datetime.fromisoformat(finished)
+        except (ValueError, TypeError, AttributeError):
+            continue
+        if read_all and when >= limit:
+            return True
+    return False
 
 
 def _who_changed(report: Report, root: str, sealed_at: str | None) -> None:

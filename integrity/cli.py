@@ -320,7 +320,14 @@ def init(force: bool, **kw: Any) -> int:
     default=None,
     help="Processes reading and hashing files (default: 2 on a machine with 2 or more CPUs).",
 )
-def verify(enforce: bool, workers: int | None, **kw: Any) -> int:
+@click.option(
+    "--trust-ctime",
+    is_flag=True,
+    help="Do not re-read files whose size, mtime, ctime and inode are unchanged (faster; "
+    "a root attacker can forge a ctime). Ignored unless a verify read every file in the "
+    "last 7 days.",
+)
+def verify(enforce: bool, workers: int | None, trust_ctime: bool, **kw: Any) -> int:
     """Compare the live system with the baseline; exit code is a bitmask.
 
     0 no differences, +1 added, +2 removed, +4 changed, +8 high or critical finding
@@ -333,7 +340,14 @@ def verify(enforce: bool, workers: int | None, **kw: Any) -> int:
     tracked = api.Tracked()
     try:
         with progress_counter(not kw["quiet"], "verify") as tick:
-            rep = api.verify(opts, progress=tick, enforce=enforce, tracked=tracked, workers=workers)
+            rep = api.verify(
+                opts,
+                progress=tick,
+                enforce=enforce,
+                tracked=tracked,
+                workers=workers,
+                trust_ctime=trust_ctime,
+            )
     except (BaselineCorruptError, BaselineTamperedError) as exc:
         if cfg.syslog.url:  # the SIEM must hear it even from a cron verify
             logging_on()

@@ -75,11 +75,17 @@ def _json_str(value: str | None) -> str:
     return "null" if value is None else str(_quote(value))
 
 
-def record_text(root: str, path: str, names: Names, *, content: bool) -> str | None:
+def record_text(
+    root: str, path: str, names: Names, *, content: bool, trusted: str | None = None
+) -> str | None:
     """The canonical record JSON of ``path`` as it is now, without facts; None when the
     full collector must look (gone, refused, swapped, moving, unreadable...).
 
     ``content``: hash a regular file (False for roles whose content is never read).
+    ``trusted`` (``verify --trust-ctime`` only): the stored record; when the file's size,
+    mtime, ctime and inode (and every other attribute) are still the stored ones, its
+    stored digest is reused and the file is not read. A write changes the ctime, which
+    only root can forge (clock or raw device): hence an option, never the default.
     """
     full = scanner.host_path(root, path)
     if scanner._escapes_root(root, full, names._names.parents):
@@ -90,6 +96,10 @@ def record_text(root: str, path: str, names: Names, *, content: bool) -> str | N
         return None
     mode = st.st_mode
     if stat.S_ISREG(mode) and content:
+        if trusted is not None:
+            unread = _unread(full, st, names, trusted)
+            if unread == trusted:
+                return unread
         return _regular(full, st, names)
     link = "null"
     if stat.S_ISLNK(mode):
@@ -104,6 +114,17 @@ def record_text(root: str, path: str, names: Names, *, content: bool) -> str | N
     if flags is None:  # no statx here: the full collector knows the fallbacks
         return None
     return _text(st, names, "null", link, extra, flags)
+
+
+def _unread(full: str, st: os.stat_result, names: Names, stored: str) -> str | None:
+    """The record text with the stored digest and the live metadata, the file unopened."""
+    start = stored.find('"digest":"blake3:')
+    end = stored.find('"', start + 17) if start >= 0 else -1
+    extra = _xattrs(full) if end > 0 else None
+    flags = scanner._statx_attributes(full) if extra is not None else None
+    if extra is None or flags is None:
+        return None
+    return _text(st, names, stored[start + 9 : end + 1], "null", extra, flags)
 
 
 def _regular(full: str, st: os.stat_result, names: Names) -> str | None:

@@ -323,6 +323,7 @@ def stream_drift(
     *,
     progress: Progress | None = None,
     workers: int = 1,
+    trust_ctime: bool = False,
 ) -> Drift:
     """Merge the baseline rows (in path order) with a scan of the plan, keeping only drift.
 
@@ -330,6 +331,8 @@ def stream_drift(
     recognised by its canonical record JSON (quick.py) and dropped at once; only a path
     whose text differs is collected in full and compared attribute by attribute.
     ``workers``: 2 lets a forked helper make half of the texts (``quick.Texts``).
+    ``trust_ctime``: reuse the stored digest of a file whose size, mtime, ctime and inode
+    did not move (``quick.record_text``); the texts are then made here, next to the rows.
     """
     from integrity.compare import diff_records
 
@@ -337,10 +340,14 @@ def stream_drift(
     out = Drift(warnings=list(plan.warnings))
     dirs: set[str] = set()
     keyed = sorted((os.fsencode(t.path), t) for t in plan.targets.values())
+    fast = quick.Names(names)
     texts = quick.Texts(
         root,
-        [None if _needs_full(t) else (t.path, t.role not in NO_CONTENT) for _, t in keyed],
-        quick.Names(names),
+        [
+            None if trust_ctime or _needs_full(t) else (t.path, t.role not in NO_CONTENT)
+            for _, t in keyed
+        ],
+        fast,
         workers=workers,
     )
     it = zip(keyed, texts, strict=True)
@@ -384,6 +391,9 @@ def stream_drift(
                 continue
             (_, target), text = current
             current = next(it, None)
+            if trust_ctime and misses <= _QUICK_GIVE_UP and not _needs_full(target):
+                content = target.role not in NO_CONTENT
+                text = quick.record_text(root, path, fast, content=content, trusted=record)
             if text == record:  # the common case: nothing moved (quick.py)
                 out.scanned += 1
                 if text.startswith(_DIR_PREFIX, text.index('"ftype":')):

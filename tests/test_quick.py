@@ -259,3 +259,48 @@ def test_queue_entries_alike_are_judged_once_but_an_acl_or_capability_is_still_s
         assert ("/var/spool/mqueue/qfA017", "MI-QUEUE-FILE-CAPABILITY") in paths
     assert len({p for p, _ in paths}) == len(exposed) + capped
     assert warnings == []
+
+
+def _mail_tree(tmp_path: Path) -> tuple[Path, api.Options]:
+    root = tmp_path / "root"
+    mail = root / "etc/mail"
+    mail.mkdir(parents=True)
+    (mail / "aliases").write_text("postmaster: root\n")
+    for i in range(20):
+        (mail / f"x{i:03d}.m4").write_text(f"dnl {i}\n")
+    opts = api.Options(root=str(root), db=str(tmp_path / "b.db"), profiles=("sendmail-debian",))
+    api.init(opts)
+    return mail, opts
+
+
+def test_trust_ctime_is_ignored_until_a_verify_has_read_every_file(tmp_path: Path) -> None:
+    _, opts = _mail_tree(tmp_path)
+    first = api.verify(opts, trust_ctime=True)
+    assert first.header["content"] == "read"
+    assert any("--trust-ctime ignored" in n for n in first.header["notes"])
+    second = api.verify(opts, trust_ctime=True)
+    assert second.header["content"] == "trusted-ctime"
+    assert api.verify(opts).header["content"] == "read"
+
+
+def test_trust_ctime_reuses_hashes_of_unmoved_files_and_reads_moved_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mail, opts = _mail_tree(tmp_path)
+    api.verify(opts)  # reads every file: --trust-ctime is honoured from now on
+    target = mail / "x005.m4"
+    before = target.stat()
+    target.write_text("dnl 9\n")  # same size; the mtime is put back, the ctime cannot be
+    os.utime(target, ns=(before.st_atime_ns, before.st_mtime_ns))
+    opened: list[str] = []
+    real = quick._regular
+
+    def spy(full: str, st: os.stat_result, names: quick.Names) -> str | None:
+        opened.append(full)
+        return real(full, st, names)
+
+    monkeypatch.setattr(quick, "_regular", spy)
+    rep = api.verify(opts, trust_ctime=True)
+    assert rep.header["content"] == "trusted-ctime"
+    assert opened == [str(target)]  # only the file whose ctime moved was read
+    assert {(f.path, f.attribute) for f in rep.findings} >= {("/etc/mail/x005.m4", "content")}
