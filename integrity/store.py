@@ -1,4 +1,5 @@
-"""Record: the baseline database. The only module that imports sqlite_utils.
+"""Record: the baseline database, through plain sqlite3 (``sqldb``); its schema is
+sqlite-utils migrations (``schema``), imported only when one is pending.
 
 One SQLite file holds the baseline rows, the run log, the findings with their life cycle
 (open -> resolved | accepted) and the acceptances (who, when, why, before, after).
@@ -29,12 +30,6 @@ from typing import Any
 
 import blake3
 
-from integrity._imports import without_numpy
-
-with without_numpy():
-    from sqlite_utils import Database
-    from sqlite_utils.migrations import Migrations
-
 from integrity.errors import (
     BaselineBusyError,
     BaselineCorruptError,
@@ -44,6 +39,8 @@ from integrity.errors import (
     StoreError,
 )
 from integrity.model import FileRecord, Finding
+from integrity.schema import migrate
+from integrity.sqldb import Database
 
 ROWS_CONTEXT = "mail-integrity 2026-11 baseline rows v1"
 MAC_CONTEXT = "mail-integrity 2026-11 rows mac v1"
@@ -51,75 +48,6 @@ DEFAULT_DB = "/var/lib/mail-integrity/baseline.db"
 #: seconds a run waits for another writer before giving up with "baseline busy" (exit 18)
 BUSY_TIMEOUT = 30.0
 _KEY_LEN = 32
-
-migrations = Migrations("mail-integrity")
-
-
-@migrations()
-def m001_initial(db: Database) -> None:
-    db.table("meta").create({"key": str, "value": str}, pk="key")
-    db.table("files").create(
-        {"path": bytes, "role": str, "digest": str, "mode": int, "record": str},
-        pk="path",
-        not_null={"role", "record"},
-    )
-    db.table("runs").create(
-        {
-            "id": int,
-            "command": str,
-            "started": str,
-            "finished": str,
-            "root": str,
-            "profiles": str,
-            "host": str,
-            "summary": str,
-            "exit_code": int,
-        },
-        pk="id",
-    )
-    db.table("findings").create(
-        {
-            "key": str,
-            "path": bytes,
-            "rule": str,
-            "severity": str,
-            "attribute": str,
-            "before": str,
-            "after": str,
-            "message": str,
-            "first_seen": str,
-            "last_seen": str,
-            "last_sent": str,
-            "status": str,
-            "run_id": int,
-        },
-        pk="key",
-    )
-    db.table("acceptances").create(
-        {
-            "id": int,
-            "path": bytes,
-            "at": str,
-            "who": str,
-            "reason": str,
-            "before": str,
-            "after": str,
-            "generation": int,
-        },
-        pk="id",
-    )
-
-
-@migrations()
-def m002_standing(db: Database) -> None:
-    """Standing conditions of the baseline, and acknowledgements (who, when, why, what)."""
-    findings = db.table("findings")
-    for col in ("origin", "ack_at", "ack_who", "ack_reason", "ack_after"):
-        findings.add_column(col, str)
-    db.table("acceptances").add_column("acknowledged", str)
-    db.table("standing").create(
-        {"key": str, "path": bytes, "rule": str, "attribute": str, "severity": str}, pk="key"
-    )
 
 
 def now() -> str:
@@ -429,52 +357,6 @@ def _make_key(path: str) -> bytes:
     return key
 
 
-class _Database(Database):
-    """sqlite-utils' Database with two changes that make concurrent runs safe.
-
-    * ``atomic`` starts with ``BEGIN IMMEDIATE``: the write lock is taken up front, waiting
-      up to the busy timeout, so two writers queue instead of one failing half-way with
-      "database is locked" (a deferred transaction cannot wait once it has read).
-    * a write ends a read snapshot opened by ``Store.begin_read`` first.
-    """
-
-    reading = False
-    path = "baseline database"
-
-    def end_read(self) -> None:
-        if self.reading:
-            self.reading = False
-            if self.conn.in_transaction:
-                self.conn.commit()
-
-    @contextlib.contextmanager
-    def atomic(self) -> Iterator[Database]:
-        self.end_read()
-        if self.conn.in_transaction:
-            with super().atomic():
-                yield self
-            return
-        try:
-            self.conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            raise classify(exc, self.path) from exc
-        try:
-            yield self
-        except BaseException:
-            self.rollback()
-            raise
-        try:
-            self.conn.execute("COMMIT")
-        except sqlite3.Error as exc:  # disk full at the last moment: nothing was written
-            self.rollback()
-            raise classify(exc, self.path) from exc
-
-    def execute(self, sql: str, parameters: Any = None) -> sqlite3.Cursor:
-        if self.reading and sql.lstrip()[:6].upper() not in ("SELECT", "PRAGMA", "WITH R"):
-            self.end_read()
-        return super().execute(sql, parameters)
-
-
 class Store:
     """The baseline database. Use ``Store.open`` (``create=True`` for init).
 
@@ -483,7 +365,7 @@ class Store:
     stay in memory when that is not writable either): see ``notes``.
     """
 
-    def __init__(self, db: _Database, path: str, *, state_dir: str | None = None) -> None:
+    def __init__(self, db: Database, path: str, *, state_dir: str | None = None) -> None:
         self.db = db
         self.path = path
         self.state_dir = state_dir
@@ -510,10 +392,8 @@ class Store:
         writers run one after the other (waiting up to ``timeout``, then "baseline busy").
         """
         if path == ":memory:":
-            db = _Database(
-                sqlite3.connect(path, check_same_thread=not shared), execute_plugins=False
-            )
-            migrations.apply(db)
+            db = Database(sqlite3.connect(path, check_same_thread=not shared), classify)
+            migrate(db)
             return cls(db, path, state_dir=state_dir)
         global _LAST_OPENED
         _LAST_OPENED = path
@@ -546,10 +426,9 @@ class Store:
             )
             conns.append(conn)
             conn.text_factory = _text_column
-            db = _Database(conn, execute_plugins=False)
-            db.path = path
+            db = Database(conn, classify, path)
             db.enable_wal()
-            migrations.apply(db)
+            migrate(db)
             for suffix in ("", "-wal", "-shm"):  # a database from before 0600-at-birth
                 with contextlib.suppress(FileNotFoundError):
                     if stat.S_IMODE(os.stat(path + suffix).st_mode) & 0o077:
@@ -574,11 +453,10 @@ class Store:
             )  # fmt: skip
             conns.append(conn)
             conn.text_factory = _text_column
-            db = _Database(conn, execute_plugins=False)
-            db.path = path
+            db = Database(conn, classify, path)
             if state:
                 db.enable_wal()
-            migrations.apply(db)  # the state database: its own runs and findings
+            migrate(db)  # the state database: its own runs and findings
             uri = "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro&immutable=1"
             conn.execute("ATTACH DATABASE ? AS base", (uri,))
             # temp views are found before main's (empty) tables of the same name
