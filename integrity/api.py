@@ -457,6 +457,8 @@ def _read_all_lately(store: Store) -> bool:
 
 def _who_changed(report: Report, root: str, sealed_at: str | None) -> None:
     """Who-data offline (issue 13): actors from auditd's log since the baseline was sealed."""
+    if not report.findings:
+        return
     from integrity import whojoin
 
     report.findings, problem = whojoin.offline(report.findings, root, whojoin.since_time(sealed_at))

@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pickle
 import signal
 import stat
 import struct
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from json import dumps
 from json.encoder import encode_basestring_ascii as _quote
-from typing import BinaryIO
 
 import blake3
 
@@ -203,19 +203,24 @@ def _text(
     )
 
 
-#: targets per chunk; the chunks alternate between this process and a forked helper
+#: targets per message from the helper
 CHUNK = 64
 _NONE = 0xFFFFFFFF
+_EXTRA, _TEXTS = b"X", b"T"
+_HEAD = struct.Struct("<cI")
+_SIZE = struct.Struct("<I")
 
 
 class Texts:
     """``record_text`` of ``items`` ((path, content), or None for "not wanted"), in order.
 
-    With ``workers`` > 1 a forked helper process makes every other chunk while this one
-    makes the rest: the work is Python per file, which threads would serialise on the
-    GIL. The helper only reads files and writes texts to a pipe (its backlog is bounded
-    by the pipe); if it dies, this process makes its chunks itself. Only forked from a
-    single-threaded process (``verify``), never from the daemon.
+    With ``workers`` > 1 a forked helper process makes the second half of the texts while
+    this one makes the first (the work is Python per file, which threads would serialise
+    on the GIL), after running ``extra`` (the queue entries' check) for this process,
+    which gets its result from ``extra_result``. The helper writes to an unlinked memory
+    file, so it is never held back waiting for this process; a byte on a pipe tells that a
+    message is complete. If the helper dies, this process makes what is missing itself.
+    Forked only from a single-threaded process (``verify``), never from the daemon.
     """
 
     def __init__(
@@ -225,18 +230,33 @@ class Texts:
         names: Names,
         *,
         workers: int = 1,
+        extra: Callable[[], object] | None = None,
     ) -> None:
         self._root, self._items, self._names = root, items, names
         self._stopped = False
         self._pid = 0
-        self._pipe: BinaryIO | None = None
+        self._split = len(items)
+        self._pipe = self._mem = -1
+        self._offset = 0
+        self._extra: list[object] = []
         if workers > 1 and len(items) > 2 * CHUNK and threading.active_count() == 1:
-            self._fork()
+            self._split = len(items) // 2
+            self._fork(extra)
+
+    @property
+    def forked(self) -> bool:
+        return self._pid != 0
 
     def stop(self) -> None:
         """No more texts are wanted (each comes back None): the helper is ended."""
         self._stopped = True
         self.close()
+
+    def extra_result(self) -> list[object]:
+        """``[result of extra]`` made by the helper, or ``[]``: make it yourself."""
+        while not self._extra and self._pid and self._next() is not None:
+            pass  # texts not asked for yet are skipped: the result is wanted now
+        return self._extra
 
     def close(self) -> None:
         if self._pid:
@@ -245,74 +265,97 @@ class Texts:
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(self._pid, 0)
             self._pid = 0
-        if self._pipe is not None:
-            self._pipe.close()
-            self._pipe = None
+        for fd in (self._pipe, self._mem):
+            if fd >= 0:
+                os.close(fd)
+        self._pipe = self._mem = -1
 
     def __iter__(self) -> Iterator[str | None]:
-        for start in range(0, len(self._items), CHUNK):
-            chunk = self._items[start : start + CHUNK]
-            theirs = (start // CHUNK) % 2 == 1 and self._pipe is not None
-            got = self._receive(len(chunk)) if theirs else None
-            for n, item in enumerate(chunk):
-                if self._stopped or item is None:
-                    yield None
-                elif got is not None and n < len(got):
-                    yield got[n]
-                else:  # ours, or the helper stopped short
-                    yield record_text(self._root, item[0], self._names, content=item[1])
-        self.close()
+        for item in self._items[: self._split]:
+            yield self._make(item)
+        pending: list[str | None] = []
+        for item in self._items[self._split :]:
+            if not pending and self._pipe >= 0:
+                pending = self._next_texts()
+            yield pending.pop(0) if pending else self._make(item)
 
-    def _fork(self) -> None:
+    def _make(self, item: tuple[str, bool] | None) -> str | None:
+        if self._stopped or item is None:
+            return None
+        return record_text(self._root, item[0], self._names, content=item[1])
+
+    def _fork(self, extra: Callable[[], object] | None) -> None:
+        mem = os.memfd_create("mail-integrity-texts", os.MFD_CLOEXEC)
         read, write = os.pipe()
         pid = os.fork()
-        if pid == 0:  # the helper: texts of the odd chunks, then out, whatever happens
+        if pid == 0:  # the helper: extra, then the second half, then out
             code = 0
             try:
                 os.close(read)
-                with os.fdopen(write, "wb", buffering=2**16) as out:
-                    self._serve(out)
+                self._serve(mem, write, extra)
             except BaseException:  # the parent makes what is missing
                 code = 1
             finally:
                 os._exit(code)
         os.close(write)
-        self._pid = pid
-        self._pipe = os.fdopen(read, "rb", buffering=2**16)
+        self._pid, self._pipe, self._mem = pid, read, mem
 
-    def _serve(self, out: BinaryIO) -> None:
-        pack = struct.Struct("<I").pack
-        for start in range(CHUNK, len(self._items), 2 * CHUNK):
-            for item in self._items[start : start + CHUNK]:
-                text = None
-                if item is not None:
-                    text = record_text(self._root, item[0], self._names, content=item[1])
+    def _serve(self, mem: int, ready: int, extra: Callable[[], object] | None) -> None:
+        def send(kind: bytes, payload: bytes) -> None:
+            os.write(mem, _HEAD.pack(kind, len(payload)) + payload)
+            os.write(ready, b".")
+
+        if extra is not None:
+            send(_EXTRA, pickle.dumps(extra()))
+        rest = self._items[self._split :]
+        for start in range(0, len(rest), CHUNK):
+            parts = []
+            for item in rest[start : start + CHUNK]:
+                text = self._make(item)
                 if text is None:
-                    out.write(pack(_NONE))
+                    parts.append(_SIZE.pack(_NONE))
                 else:
                     data = text.encode("ascii")  # ensure_ascii JSON: always ASCII
-                    out.write(pack(len(data)) + data)
+                    parts.append(_SIZE.pack(len(data)) + data)
+            send(_TEXTS, b"".join(parts))
 
-    def _receive(self, count: int) -> list[str | None] | None:
-        """The helper's texts of one chunk; on a short read the helper is gone for good."""
-        if self._pipe is None:
-            return None
-        got: list[str | None] = []
+    def _next_texts(self) -> list[str | None]:
+        """The helper's next chunk of texts; [] once it is gone (the rest is made here)."""
+        while (payload := self._next()) is not None:
+            kind, data = payload
+            if kind == _TEXTS:
+                return _texts_of(data)
+        return []
+
+    def _next(self) -> tuple[bytes, bytes] | None:
+        """The helper's next message (an extra result is kept aside); None when it is
+        gone, and then for good."""
         try:
-            for _ in range(count):
-                head = self._pipe.read(4)
-                if len(head) != 4:
-                    break
-                (size,) = struct.unpack("<I", head)
-                if size == _NONE:
-                    got.append(None)
-                    continue
-                data = self._pipe.read(size)
-                if len(data) != size:
-                    break
-                got.append(data.decode("ascii"))
-        except OSError:
-            pass
-        if len(got) < count:
+            if os.read(self._pipe, 1) != b".":
+                raise EOFError
+            head = os.pread(self._mem, _HEAD.size, self._offset)
+            kind, size = _HEAD.unpack(head)
+            data = os.pread(self._mem, size, self._offset + _HEAD.size)
+            if len(data) != size:
+                raise EOFError
+            self._offset += _HEAD.size + size
+            if kind == _EXTRA:
+                self._extra.append(pickle.loads(data))  # noqa: S301 - our own fork wrote it
+        except (OSError, EOFError, struct.error, pickle.UnpicklingError):
             self.close()
-        return got
+            return None
+        return kind, data
+
+
+def _texts_of(data: bytes) -> list[str | None]:
+    out: list[str | None] = []
+    at = 0
+    while at < len(data):
+        (size,) = _SIZE.unpack_from(data, at)
+        at += _SIZE.size
+        if size == _NONE:
+            out.append(None)
+        else:
+            out.append(data[at : at + size].decode("ascii"))
+            at += size
+    return out

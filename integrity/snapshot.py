@@ -17,6 +17,7 @@ import re
 import stat
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
+from typing import cast
 
 from integrity import analyzers, quick, scanner
 from integrity.compare import NO_CONTENT
@@ -341,6 +342,17 @@ def stream_drift(
     dirs: set[str] = set()
     keyed = sorted((os.fsencode(t.path), t) for t in plan.targets.values())
     fast = quick.Names(names)
+
+    def queues() -> _Queues:
+        """The queue and spool entries, in the helper process while this one hashes."""
+        found: list[Finding] = []
+        warned: list[ScanWarning] = []
+        ticks: list[int] = []
+        for t in plan.child_dirs:
+            if _is_dir(root, t.path, names):
+                found.extend(_check_children(root, t, names, warned, ticks.append))
+        return found, warned, sum(ticks)
+
     texts = quick.Texts(
         root,
         [
@@ -349,6 +361,7 @@ def stream_drift(
         ],
         fast,
         workers=workers,
+        extra=queues,
     )
     it = zip(keyed, texts, strict=True)
     misses = 0  # fast answers the full comparison then found equal (an older row format)
@@ -394,7 +407,11 @@ def stream_drift(
             if trust_ctime and misses <= _QUICK_GIVE_UP and not _needs_full(target):
                 content = target.role not in NO_CONTENT
                 text = quick.record_text(root, path, fast, content=content, trusted=record)
-            if text == record:  # the common case: nothing moved (quick.py)
+            if text is not None and target.rule is not None and target.rule.analyzer:
+                record_cmp = _without_facts(record)  # same bytes: same facts (analyzers)
+            else:
+                record_cmp = record
+            if text is not None and text == record_cmp:  # the common case (quick.py)
                 out.scanned += 1
                 if text.startswith(_DIR_PREFIX, text.index('"ftype":')):
                     dirs.add(target.path)
@@ -415,17 +432,55 @@ def stream_drift(
         while current is not None:
             keep_new(current[0][1])
             current = next(it, None)
+        helped = texts.extra_result()
     finally:
         texts.close()
+    if helped:
+        found, warned, count = cast(_Queues, helped[0])
+        out.child_findings.extend(found)
+        out.warnings.extend(warned)
+        if progress and count:
+            progress(count)
+        return out
     for t in plan.child_dirs:
         if t.path in dirs:
             out.child_findings.extend(_check_children(root, t, names, out.warnings, progress))
     return out
 
 
+#: what the helper's queue check sends back: findings, warnings, entries seen
+_Queues = tuple[list[Finding], list[ScanWarning], int]
+
+
+def _is_dir(root: str, path: str, names: scanner.IdNames) -> bool:
+    """Is this queue or spool directory (inside the root) a directory now?"""
+    full = scanner.host_path(root, path)
+    if scanner._escapes_root(root, full, names.parents):
+        return False
+    try:
+        return stat.S_ISDIR(os.lstat(full).st_mode)
+    except OSError:
+        return False
+
+
 def _needs_full(t: Target) -> bool:
-    """Records with facts (analyzers, maps) are never made by the fast path."""
-    return t.role == Role.MAP or bool(t.rule and t.rule.analyzer)
+    """Facts that depend on more than the file's own bytes (a map and its source, postfix
+    main.cf and the tables it names) are never judged by the fast path."""
+    return t.role == Role.MAP or bool(t.rule and t.rule.analyzer in analyzers.EXPANDING)
+
+
+def _without_facts(record: str) -> str | None:
+    """The stored record with ``"facts":null``, to compare with a fast-path text (which
+    has no facts); None when it held none: too big to analyze, a secret, unreadable, whose
+    verdict (and warning) only the full path gives.
+
+    The top-level ``flags`` member is the last raw ``,"flags":[`` (quotes inside JSON
+    strings are escaped), and facts is the member before it.
+    """
+    start, end = record.find('"facts":'), record.rfind(',"flags":[')
+    if start < 0 or end < start or record.startswith("null", start + 8):
+        return None
+    return f"{record[: start + 8]}null{record[end:]}"
 
 
 def same_record(rec: FileRecord, record: str) -> bool:

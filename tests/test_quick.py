@@ -212,15 +212,22 @@ def test_verify_reports_the_same_with_one_or_two_workers(tmp_path: Path) -> None
     for i in range(300):
         (mail / f"x{i:03d}.m4").write_text(f"dnl {i}\n")
     (mail / "sendmail.cf").write_text("O QueueDirectory=/var/spool/mqueue\n")
+    queue = root / "var/spool/mqueue"
+    queue.mkdir(parents=True, mode=0o700)
+    for i in range(50):
+        (queue / f"qf{i:02d}").write_text("V8\n")
+        os.chmod(queue / f"qf{i:02d}", 0o600)
     db = str(tmp_path / "b.db")
     opts = api.Options(root=str(root), db=db, profiles=("sendmail-debian",))
     api.init(opts)
     (mail / "x007.m4").write_text("changed\n")
     os.chmod(mail / "x250.m4", 0o4755)
+    os.chmod(queue / "qf33", 0o644)  # mail at rest readable by all: the helper's part
     reports = [api.verify(opts, workers=w, record_run=False) for w in (1, 2)]
     one, two = ([(f.path, f.rule, f.attribute) for f in r.findings] for r in reports)
     assert one == two
     assert ("/etc/mail/x250.m4", "MI-SETID-ADDED", "mode") in {(p, r, a) for p, r, a in one}
+    assert ("/var/spool/mqueue/qf33", "MI-QUEUE-FILE-EXPOSED", "mode") in set(two)
     assert reports[0].changed == reports[1].changed == 2
 
 
@@ -304,3 +311,28 @@ def test_trust_ctime_reuses_hashes_of_unmoved_files_and_reads_moved_ones(
     assert rep.header["content"] == "trusted-ctime"
     assert opened == [str(target)]  # only the file whose ctime moved was read
     assert {(f.path, f.attribute) for f in rep.findings} >= {("/etc/mail/x005.m4", "content")}
+
+
+def test_expanding_analyzers_are_the_ones_with_references() -> None:
+    """verify skips importing analyzers for unchanged files: the list must be right."""
+    from integrity import analyzers
+
+    with_refs = set()
+    for name in analyzers.NAMES:
+        found = analyzers.get(name)
+        assert found is not None, name
+        if found.references is not None:
+            with_refs.add(name)
+    assert with_refs == analyzers.EXPANDING
+
+
+def test_without_facts_cuts_exactly_the_top_level_facts() -> None:
+    from integrity.model import FileRecord, FileType
+    from integrity.snapshot import _without_facts
+
+    tricky = {"flags": ["x"], "a": {"b": ',"flags":[', "flags": [1]}, "warnings": []}
+    rec = FileRecord("/etc/mail/aliases", FileType.FILE, 0o644, 0, 0, facts=tricky,
+                     flags=frozenset({"append"}), link_target=',"flags":["')  # fmt: skip
+    bare = record_json(FileRecord(**{**{s: getattr(rec, s) for s in rec.__slots__}, "facts": None}))
+    assert _without_facts(record_json(rec)) == bare
+    assert _without_facts(bare) is None  # no facts stored: the full path decides
