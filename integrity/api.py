@@ -7,8 +7,6 @@ records); none prints.
 from __future__ import annotations
 
 import os
-import shutil
-import socket
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -45,7 +43,7 @@ __all__ = ["Options", "SignKey", "audit", "diff_report", "init", "update", "veri
 
 
 def hostname() -> str:
-    return socket.gethostname()
+    return os.uname().nodename  # socket.gethostname(), without loading socket
 
 
 # -- policy and plan ----------------------------------------------------------------------
@@ -75,6 +73,8 @@ def with_self(policy: Policy, root: str) -> Policy:
 
     pkg = os.path.dirname(os.path.abspath(integrity.__file__))
     code = [f"{pkg}/*.py", f"{pkg}/analyzers/*.py"]
+    import shutil
+
     script = shutil.which("mail-integrity")
     if script:
         code.append(os.path.abspath(script))

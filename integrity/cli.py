@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import errno
 import json
-import logging
 import os
 import sqlite3
 import sys
@@ -103,11 +102,17 @@ def build(ctx_args: dict[str, Any]) -> tuple[api.Options, Config]:
     return opts, cfg
 
 
-class _OnlyErrors(logging.Filter):
-    """``-q``: error lines only (a critical log line always comes with its ``error:``)."""
+class _OnlyErrors:
+    """``-q``: error lines only (a critical log line always comes with its ``error:``).
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno == logging.ERROR
+    A plain filter object (logging takes any object with ``filter``): ``logging`` is
+    imported only when something logs, not by every ``verify``."""
+
+    def filter(self, record: Any) -> bool:
+        return bool(record.levelno == _ERROR)
+
+
+_ERROR = 40  # logging.ERROR
 
 
 #: the asked verbosity; logging is configured (structlog imported) only when something
@@ -121,6 +126,8 @@ def logging_on() -> None:
 
 def configure_logging(verbosity: int, *, quiet: bool = False) -> None:
     """Log lines go to stderr, never stdout: stdout is for the report (one JSON document)."""
+    import logging
+
     from integrity import emit
 
     emit.configure_logging(verbosity, json=False)

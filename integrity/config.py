@@ -7,7 +7,6 @@ a negative debounce) are errors naming the file, the key and what is allowed.
 
 from __future__ import annotations
 
-import difflib
 import math
 import os
 import tomllib
@@ -99,6 +98,8 @@ _TOP_LISTS = ("profiles", "profile_dirs")
 
 
 def _did_you_mean(word: str, choices: list[str]) -> str:
+    import difflib  # only to suggest a name for a typo
+
     close = difflib.get_close_matches(word, choices, n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
 

@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import os
 import posixpath
-import shutil
 import stat
 import struct
-import subprocess
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -203,6 +201,9 @@ def _text(raw: bytes) -> str:
 
 
 def _bdb_pairs(fd: int) -> list[tuple[bytes, bytes]]:
+    import shutil
+    import subprocess  # a Berkeley DB map only: not loaded by every verify
+
     dumper = next((d for d in _DUMPERS if shutil.which(d)), None)
     if dumper is None:
         raise Unreadable("no db_dump on this host (install db5.3-util) to read Berkeley DB")

@@ -9,7 +9,6 @@ rule governs a path, with no I/O.
 
 from __future__ import annotations
 
-import difflib
 import fnmatch
 import os
 import posixpath
@@ -487,6 +486,8 @@ def _exists_any(root: str, paths: Iterable[str]) -> bool:
 
 
 def _suggest(word: str, choices: Iterable[str]) -> str:
+    import difflib  # only to suggest a name for a typo
+
     close = difflib.get_close_matches(word, list(choices), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import pickle
 import signal
 import stat
 import struct
@@ -306,6 +305,8 @@ class Texts:
             os.write(ready, b".")
 
         if extra is not None:
+            import pickle
+
             send(_EXTRA, pickle.dumps(extra()))
         rest = self._items[self._split :]
         for start in range(0, len(rest), CHUNK):
@@ -340,11 +341,21 @@ class Texts:
                 raise EOFError
             self._offset += _HEAD.size + size
             if kind == _EXTRA:
-                self._extra.append(pickle.loads(data))  # noqa: S301 - our own fork wrote it
-        except (OSError, EOFError, struct.error, pickle.UnpicklingError):
+                self._extra.append(_unpickle(data))
+        except (OSError, EOFError, struct.error, ValueError):
             self.close()
             return None
         return kind, data
+
+
+def _unpickle(data: bytes) -> object:
+    """The helper's result (pickled by our own fork); ValueError if it cannot be read."""
+    import pickle
+
+    try:
+        return pickle.loads(data)  # noqa: S301 - written by our own forked process
+    except Exception as exc:
+        raise ValueError("unreadable helper result") from exc
 
 
 def _texts_of(data: bytes) -> list[str | None]:

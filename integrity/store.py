@@ -18,13 +18,14 @@ import contextlib
 import datetime as dt
 import errno
 import fcntl
-import hmac
 import json
 import os
 import sqlite3
 import stat
 import time
-import urllib.parse
+
+# hmac.compare_digest is this function; importing hmac loads OpenSSL (3.6 MiB per run)
+from _operator import _compare_digest
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
@@ -312,7 +313,7 @@ def rows_mac(key: bytes, digest: str, generation: int) -> str:
 
 def _same(a: str, b: str) -> bool:
     """Constant-time comparison that also takes a damaged (non-ASCII) stored value."""
-    return hmac.compare_digest(
+    return _compare_digest(
         a.encode(errors="surrogateescape"), b.encode(errors="surrogateescape")
     )
 
@@ -457,7 +458,9 @@ class Store:
             if state:
                 db.enable_wal()
             migrate(db)  # the state database: its own runs and findings
-            uri = "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro&immutable=1"
+            from urllib.parse import quote  # read-only media only
+
+            uri = "file:" + quote(os.path.abspath(path)) + "?mode=ro&immutable=1"
             conn.execute("ATTACH DATABASE ? AS base", (uri,))
             # temp views are found before main's (empty) tables of the same name
             conn.execute("CREATE TEMP VIEW meta AS SELECT * FROM base.meta")
