@@ -172,11 +172,15 @@ def repeat(
 # --------------------------------------------------------------------------- commands
 
 
-def our_command(script: bool = False) -> tuple[str, ...]:
+def our_command(script: bool = False, python: str | None = None) -> tuple[str, ...]:
     """``python -m integrity`` of this checkout (run with cwd REPO), or with ``script``
-    the installed console script (not pyenv's shim: its bash start-up is not ours)."""
+    the installed console script (not pyenv's shim: its bash start-up is not ours).
+
+    ``python``: the interpreter to run it with, e.g. a plain venv's (the way the Debian
+    package installs it), for an interpreter whose site-packages load no one else's
+    ``.pth`` start-up code."""
     if not script:
-        return (sys.executable, "-m", "integrity")
+        return (python or sys.executable, "-m", "integrity")
     beside = Path(sys.executable).parent / "mail-integrity"
     found = str(beside) if beside.exists() else shutil.which("mail-integrity")
     if found is None:
@@ -243,8 +247,11 @@ def bench_tree(
     unchanged tree and aide --check against the copied database. One warm-up each first.
     """
     db = s.work / f"{tree.name}.mi.db"
-    ours = Row(res.name, "mail-integrity", "1 (no option)")
+    auto = f"default ({min(2, os.cpu_count() or 1)})" if s.our_workers else "1 (no option)"
+    ours = Row(res.name, "mail-integrity", auto)
+    one = Row(res.name, "mail-integrity", "1 (--workers 1)") if s.our_workers else None
     init, verify = our_argv(s, "init", tree, db, None), our_argv(s, "verify", tree, db, None)
+    verify_one = our_argv(s, "verify", tree, db, 1)
     dbdir = s.work / f"{tree.name}.aide"
     dbdir.mkdir(exist_ok=True)
     conf = dbdir / "aide.conf"
@@ -270,13 +277,15 @@ def bench_tree(
     for i in range(max(s.runs, aide_runs)):
         if i < s.runs:
             ours.verify += repeat(verify, 1, OUR_ERROR, "mail-integrity verify", None)
+        if one is not None and i < s.runs:
+            one.verify += repeat(verify_one, 1, OUR_ERROR, "mail-integrity verify -W1", None)
         for w in workers if i < aide_runs else ():
             aide[w].verify += repeat(
                 [*base, "--check", "-W", str(w)], 1, AIDE_ERROR, "aide --check", None
             )
         if floor is not None and i < s.runs:
             floor.verify += repeat(floor_argv(tree), 1, 1, "b3sum floor", None)
-    res.rows += [ours, *aide.values(), *([floor] if floor else [])]
+    res.rows += [ours, *([one] if one else []), *aide.values(), *([floor] if floor else [])]
     res.ours_records = our_records(s, tree, db)
 
 
@@ -418,7 +427,7 @@ def verdicts(results: Sequence[TreeResult]) -> list[str]:
     """Issue 12 targets, from same-run ratios; RSS: ours <= AIDE's on the same tree."""
     out = []
     for res in results:
-        ours = next((r for r in res.rows if r.tool == "mail-integrity"), None)
+        ours = next((r for r in res.rows if r.tool == "mail-integrity"), None)  # the default
         aide2 = next((r for r in res.rows if r.tool.startswith("AIDE") and r.workers == "2"), None)
         floor = next((r for r in res.rows if r.tool == "b3sum floor"), None)
         if ours is None or aide2 is None:
@@ -538,12 +547,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--keep", action="store_true", help="keep the trees afterwards")
     p.add_argument("--script", action="store_true",
                    help="time the installed console script, not this checkout")  # fmt: skip
+    p.add_argument("--python", default=None,
+                   help="interpreter for `-m integrity` (e.g. a venv's bin/python3)")  # fmt: skip
     return p.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    cmd = our_command(args.script)
+    cmd = our_command(args.script, args.python)
     s = Settings(
         args.work, args.runs, args.backlog_runs, args.profile, tuple(args.profile_dir),
         args.aide_queue_hash, cmd, our_workers(cmd), floor=shutil.which("b3sum") is not None,

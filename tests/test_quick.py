@@ -7,6 +7,7 @@ readable and steady, None (the full path decides) when it is not.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -16,9 +17,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from integrity import api, quick, scanner
-from integrity.model import Role, ScanWarning
+from integrity.model import FileRecord, FileType, Role, ScanWarning
 from integrity.snapshot import Plan, Target, stream_drift
 from integrity.store import Store, record_json
 
@@ -50,6 +53,7 @@ def tree(tmp_path: Path) -> Path:
 
 
 def test_plain_files_dirs_and_links_give_the_canonical_text(tree: Path) -> None:
+    """Files (empty, one read, several reads), links, odd names: record_json's exact bytes."""
     (tree / "etc/mail/small.cf").write_text("O DaemonPortOptions=Port=smtp\n")
     (tree / "etc/mail/empty").write_bytes(b"")
     (tree / "etc/mail/big.db").write_bytes(os.urandom(3 * 2**20 + 17))  # > one read
@@ -71,6 +75,7 @@ def test_plain_files_dirs_and_links_give_the_canonical_text(tree: Path) -> None:
 
 
 def test_special_files_are_described_never_opened(tree: Path) -> None:
+    """A FIFO or a socket gets its metadata text without ever being opened."""
     fifo = tree / "etc/mail/fifo"
     os.mkfifo(fifo)  # opening it for reading would block: it must not be opened
     sock = socket.socket(socket.AF_UNIX)
@@ -86,6 +91,7 @@ def test_special_files_are_described_never_opened(tree: Path) -> None:
 
 @ROOT_ONLY
 def test_device_node_owner_and_group_names(tree: Path) -> None:
+    """Device nodes and owners with and without names match the collector."""
     os.mknod(tree / "etc/mail/null", 0o600 | stat.S_IFCHR, os.makedev(1, 3))
     (tree / "etc/mail/owned").write_text("x")
     os.chown(tree / "etc/mail/owned", 65534, 65534)  # nobody / nogroup
@@ -98,6 +104,7 @@ def test_device_node_owner_and_group_names(tree: Path) -> None:
 
 @ROOT_ONLY
 def test_xattrs_acl_caps_and_flags_are_in_the_text(tree: Path) -> None:
+    """xattrs, ACLs, capabilities and append/immutable flags are part of the compared text."""
     target = tree / "etc/mail/sendmail"
     target.write_bytes(b"\x7fELF binary")
     os.setxattr(target, "user.origin", b"\x00\x01mail")
@@ -127,6 +134,7 @@ def test_xattrs_acl_caps_and_flags_are_in_the_text(tree: Path) -> None:
 
 
 def test_gone_and_unreadable_paths_leave_the_decision_to_the_collector(tree: Path) -> None:
+    """Vanished or unreadable: no text, so the full collector reports it."""
     assert _quick(str(tree), "/etc/mail/missing") is None
     loop = tree / "etc/mail/loop"
     loop.symlink_to("loop")
@@ -138,6 +146,7 @@ def test_gone_and_unreadable_paths_leave_the_decision_to_the_collector(tree: Pat
 
 
 def test_a_parent_symlink_out_of_the_root_is_not_read(tree: Path, tmp_path: Path) -> None:
+    """A parent symlink leading out of --root is never followed by the fast path."""
     outside = tmp_path / "outside"
     outside.mkdir()
     (outside / "aliases").write_text("root: evil\n")
@@ -168,6 +177,7 @@ def _baseline(tree: Path, tmp_path: Path, names: list[str]) -> Store:
 def test_stream_drift_finds_every_change_with_one_or_two_workers(
     tree: Path, tmp_path: Path, workers: int
 ) -> None:
+    """Changed, removed and added paths are all found whichever process made the text."""
     names = [f"f{i:04d}" for i in range(700)]  # > 2 chunks each way: both processes work
     for name in names:
         (tree / "etc/mail" / name).write_text(f"line {name}\n")
@@ -191,6 +201,7 @@ def test_stream_drift_finds_every_change_with_one_or_two_workers(
 
 
 def test_a_helper_that_dies_leaves_its_chunks_to_the_parent(tree: Path) -> None:
+    """A killed helper costs time, never a text: the parent makes the rest."""
     names = [f"f{i:04d}" for i in range(6 * quick.CHUNK)]
     for name in names:
         (tree / "etc/mail" / name).write_text(name)
@@ -205,6 +216,7 @@ def test_a_helper_that_dies_leaves_its_chunks_to_the_parent(tree: Path) -> None:
 
 
 def test_verify_reports_the_same_with_one_or_two_workers(tmp_path: Path) -> None:
+    """verify's findings (files and queue entries) do not depend on --workers."""
     root = tmp_path / "root"
     mail = root / "etc/mail"
     mail.mkdir(parents=True)
@@ -235,6 +247,7 @@ def test_verify_reports_the_same_with_one_or_two_workers(tmp_path: Path) -> None
 def test_queue_entries_alike_are_judged_once_but_an_acl_or_capability_is_still_seen(
     tmp_path: Path,
 ) -> None:
+    """The per-(mode, owner) shortcut never hides an ACL, a capability or a loose mode."""
     from integrity.snapshot import _check_children
 
     root = tmp_path / "root"
@@ -281,6 +294,7 @@ def _mail_tree(tmp_path: Path) -> tuple[Path, api.Options]:
 
 
 def test_trust_ctime_is_ignored_until_a_verify_has_read_every_file(tmp_path: Path) -> None:
+    """--trust-ctime needs a recent full read; the header says which one ran."""
     _, opts = _mail_tree(tmp_path)
     first = api.verify(opts, trust_ctime=True)
     assert first.header["content"] == "read"
@@ -293,6 +307,7 @@ def test_trust_ctime_is_ignored_until_a_verify_has_read_every_file(tmp_path: Pat
 def test_trust_ctime_reuses_hashes_of_unmoved_files_and_reads_moved_ones(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """--trust-ctime reads only files whose ctime moved, and still reports their change."""
     mail, opts = _mail_tree(tmp_path)
     api.verify(opts)  # reads every file: --trust-ctime is honoured from now on
     target = mail / "x005.m4"
@@ -327,6 +342,7 @@ def test_expanding_analyzers_are_the_ones_with_references() -> None:
 
 
 def test_without_facts_cuts_exactly_the_top_level_facts() -> None:
+    """The stored facts are cut at the top-level member, whatever the facts hold."""
     from integrity.model import FileRecord, FileType
     from integrity.snapshot import _without_facts
 
@@ -336,3 +352,44 @@ def test_without_facts_cuts_exactly_the_top_level_facts() -> None:
     bare = record_json(FileRecord(**{**{s: getattr(rec, s) for s in rec.__slots__}, "facts": None}))
     assert _without_facts(record_json(rec)) == bare
     assert _without_facts(bare) is None  # no facts stored: the full path decides
+
+
+def _reference_json(rec: FileRecord) -> str:
+    row = rec.to_row()
+    del row["path"]
+    return json.dumps(row, sort_keys=True, separators=(",", ":"))
+
+
+_text = st.text(st.characters(codec="utf-8") | st.sampled_from(["\udcff", "\x00", '"', "\\"]))
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    owner=st.none() | _text,
+    link=st.none() | _text,
+    acl=st.none() | _text,
+    facts=st.none()
+    | st.dictionaries(_text, st.recursive(st.none() | st.integers() | _text | st.booleans(),
+                                          lambda c: st.lists(c, max_size=3)
+                                          | st.dictionaries(_text, c, max_size=3)), max_size=4),
+    flags=st.frozensets(st.sampled_from(["append", "immutable"])),
+    xattrs=st.lists(st.tuples(_text, st.text("0123456789abcdef")), max_size=3),
+    numbers=st.tuples(*[st.integers(0, 2**63)] * 5),
+)  # fmt: skip
+def test_record_json_is_the_canonical_dump(
+    owner: str | None,
+    link: str | None,
+    acl: str | None,
+    facts: dict[str, object] | None,
+    flags: frozenset[str],
+    xattrs: list[tuple[str, str]],
+    numbers: tuple[int, int, int, int, int],
+) -> None:
+    """store.record_json (written member by member) is json.dumps of the row, byte for byte."""
+    size, mtime, ctime, inode, nlink = numbers
+    rec = FileRecord("/etc/x", FileType.SYMLINK, 0o4755, 0, 8, owner=owner, group=owner,
+                     size=size, mtime_ns=mtime, ctime_ns=ctime, inode=inode, nlink=nlink,
+                     digest=None if owner is None else "blake3:00", link_target=link,
+                     xattrs=tuple(xattrs), caps=acl, acl=acl, selinux=link, flags=flags,
+                     facts=facts)  # fmt: skip
+    assert record_json(rec) == _reference_json(rec)
