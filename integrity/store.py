@@ -62,13 +62,25 @@ def record_json(rec: FileRecord) -> str:
     of the time for an init of 100k files; tests pin it to that definition)."""
     return (
         f'{{"acl":{_js(rec.acl)},"caps":{_js(rec.caps)},"ctime_ns":{int(rec.ctime_ns)},'
-        f'"digest":{_js(rec.digest)},"facts":{_jv(rec.facts)},"flags":{_jv(sorted(rec.flags))},'
+        f'"digest":{_js(rec.digest)},"facts":{_jv(rec.facts)},"flags":{_flags_json(rec.flags)},'
         f'"ftype":{_js(str(rec.ftype))},"gid":{int(rec.gid)},"group":{_js(rec.group)},'
         f'"inode":{int(rec.inode)},"link_target":{_js(rec.link_target)},"mode":{int(rec.mode)},'
         f'"mtime_ns":{int(rec.mtime_ns)},"nlink":{int(rec.nlink)},"owner":{_js(rec.owner)},'
         f'"selinux":{_js(rec.selinux)},"size":{int(rec.size)},"uid":{int(rec.uid)},'
-        f'"xattrs":{_jv([list(x) for x in rec.xattrs])}}}'
+        f'"xattrs":{_jv([list(x) for x in rec.xattrs]) if rec.xattrs else "[]"}}}'
     )
+
+
+_FLAGS_JSON = {
+    frozenset(): "[]",
+    frozenset({"append"}): '["append"]',
+    frozenset({"immutable"}): '["immutable"]',
+    frozenset({"append", "immutable"}): '["append","immutable"]',
+}
+
+
+def _flags_json(flags: frozenset[str]) -> str:
+    return _FLAGS_JSON.get(flags) or _jv(sorted(flags))
 
 
 def _js(value: str | None) -> str:
