@@ -239,8 +239,11 @@ class Texts:
         self._offset = 0
         self._extra: list[object] = []
         if workers > 1 and len(items) > 2 * CHUNK and threading.active_count() == 1:
-            self._split = len(items) // 2
-            self._fork(extra)
+            self._split = len(items) // 2  # before the fork: the helper starts there
+            try:
+                self._fork(extra)
+            except OSError:  # no fork or memfd here (limits, seccomp's EPERM): one process
+                self._split = len(items)
 
     @property
     def forked(self) -> bool:
@@ -285,8 +288,17 @@ class Texts:
 
     def _fork(self, extra: Callable[[], object] | None) -> None:
         mem = os.memfd_create("mail-integrity-texts", os.MFD_CLOEXEC)
-        read, write = os.pipe()
-        pid = os.fork()
+        try:
+            read, write = os.pipe()
+        except OSError:
+            os.close(mem)
+            raise
+        try:
+            pid = os.fork()
+        except OSError:
+            for fd in (mem, read, write):
+                os.close(fd)
+            raise
         if pid == 0:  # the helper: extra, then the second half, then out
             code = 0
             try:

@@ -393,3 +393,44 @@ def test_record_json_is_the_canonical_dump(
                      xattrs=tuple(xattrs), caps=acl, acl=acl, selinux=link, flags=flags,
                      facts=facts)  # fmt: skip
     assert record_json(rec) == _reference_json(rec)
+
+
+def test_no_fork_means_one_process_not_a_failure(
+    tree: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where fork is refused (RLIMIT_NPROC, a sandbox), every text is made here."""
+
+    def refused() -> int:
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(os, "fork", refused)
+    names = [f"f{i:04d}" for i in range(4 * quick.CHUNK)]
+    for name in names:
+        (tree / "etc/mail" / name).write_text(name)
+    idn = quick.Names(scanner.IdNames(str(tree)))
+    texts = quick.Texts(str(tree), [(f"/etc/mail/{n}", True) for n in names], idn, workers=2)
+    assert not texts.forked
+    assert all(t is not None for t in texts)
+
+
+def test_the_helper_really_makes_the_second_half(tree: Path) -> None:
+    """With two workers the parent reads only the first half of the files itself."""
+    names = [f"f{i:04d}" for i in range(4 * quick.CHUNK)]
+    for name in names:
+        (tree / "etc/mail" / name).write_text(name)
+    idn = quick.Names(scanner.IdNames(str(tree)))
+    made: list[str] = []
+    real = quick.record_text
+
+    def counting(root: str, path: str, names: quick.Names, **kw: bool) -> str | None:
+        made.append(path)
+        return real(root, path, names, content=kw["content"])
+
+    texts = quick.Texts(str(tree), [(f"/etc/mail/{n}", True) for n in names], idn, workers=2)
+    quick.record_text = counting  # type: ignore[assignment]  # after the fork: parent only
+    try:
+        got = list(texts)
+    finally:
+        quick.record_text = real  # type: ignore[assignment]
+    assert got == [real(str(tree), f"/etc/mail/{n}", idn, content=True) for n in names]
+    assert made == [f"/etc/mail/{n}" for n in names[: len(names) // 2]]
