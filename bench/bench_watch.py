@@ -120,9 +120,15 @@ def matches(msg: dict[str, Any], path: str, action: str, after: str) -> bool:
     if sd.get("path") != path or sd.get("after") != after:
         return False
     try:
-        return bool(json.loads(msg["msg"])["event"]["action"] == action)
-    except (ValueError, KeyError, TypeError):
+        body = json.loads(msg["msg"])
+        event, state = body["event"], body.get("mail_integrity", {}).get("alert_state")
+    except (ValueError, KeyError, TypeError, AttributeError):
         return False
+    if action == "resolved":
+        return bool(event.get("action") == "resolved")
+    # a new finding: ECS kind "alert" (its action says what happened to the file,
+    # attributes_modified...), and not a re-alert of an older one
+    return bool(event.get("kind") == "alert" and state == "new")
 
 
 # --- rsyslog output ------------------------------------------------------------------------

@@ -276,3 +276,27 @@ def test_aide_and_ours_see_the_same_files(
     assert subprocess.run(run_bench.our_argv(s, "init", root, db, None)).returncode == 0
     ours = run_bench.our_records(s, root, db) + tally.queue_entries
     assert written - 2 <= ours <= written + 1
+
+
+def test_watch_bench_matches_the_events_the_daemon_really_sends() -> None:
+    """bench_watch recognises a new finding and its resolution as emit writes them today."""
+    import json
+
+    from integrity import emit
+    from integrity.model import Finding, Severity
+
+    bench_watch = importlib.import_module("bench_watch")
+    f = Finding("/etc/mail/aliases", "MI-PERM-GROUP-WRITABLE", Severity.HIGH, "g+w added",
+                "mode", "0644", "0664")  # fmt: skip
+
+    def parsed(action: str) -> dict[str, object]:
+        _, _, sd, body = emit.finding_event(f, host="mx", action=action)
+        return {"sd": {bench_watch.SD: sd}, "msg": json.dumps(body)}
+
+    path = "/etc/mail/aliases"
+    assert bench_watch.matches(parsed("finding"), path, "finding", "0664")
+    assert not bench_watch.matches(parsed("realert"), path, "finding", "0664")
+    assert not bench_watch.matches(parsed("resolved"), path, "finding", "0664")
+    assert bench_watch.matches(parsed("resolved"), path, "resolved", "0664")
+    assert not bench_watch.matches(parsed("finding"), path, "resolved", "0664")
+    assert not bench_watch.matches(parsed("finding"), "/etc/other", "finding", "0664")
