@@ -171,7 +171,8 @@ class Session:
         if paths is not None:
             paths = list(paths)
             touched_self = self._own_touched(paths)
-            paths = [p for p in paths if p not in self._skip()]
+            skip = self._skip()  # once: it is worked out from paths, not cheap per event
+            paths = [p for p in paths if p not in skip]
         if paths is None:
             self.plan = plan_for(self.root, self.policy, self.own)  # new files since the last
             snap = snapshot(
@@ -229,8 +230,9 @@ class Session:
         track_scope = None
         if paths is not None:
             paths = list(paths)
-            own = self._skip() if self._own_touched(paths) else set()
-            wanted = {p for p in paths if p not in self._skip()} | records | own
+            skip = self._skip()  # once per batch, not once per queue entry of a storm
+            own = skip if self._own_touched(paths) else set()
+            wanted = {p for p in paths if p not in skip} | records | own
             track_scope = sorted(wanted)
         held = Report(findings=list(findings))
         new, resolved = settle(
