@@ -204,14 +204,27 @@ def _text(
 
 #: targets per message from the helper
 CHUNK = 64
-_NONE = 0xFFFFFFFF
 _EXTRA, _TEXTS = b"X", b"T"
 _HEAD = struct.Struct("<cI")
-_SIZE = struct.Struct("<I")
+#: the helper sends a text's BLAKE3 fingerprint, not the text: 16 bytes instead of ~600
+#: per file in its memory file (a second preimage of 128 bits is out of anyone's reach)
+FINGERPRINT = 16
+_NO_TEXT = b"\0" * FINGERPRINT  # "no text": the full collector decides
+
+
+def fingerprint(text: str) -> bytes:
+    """What the helper sends for ``text``; compare with ``fingerprint(stored record)``."""
+    return blake3.blake3(text.encode("utf-8", "surrogateescape")).digest(FINGERPRINT)
+
+
+def same_text(made: str | bytes, record: str) -> bool:
+    """A text made here, or the helper's fingerprint of one, against a stored record."""
+    return made == record if isinstance(made, str) else made == fingerprint(record)
 
 
 class Texts:
-    """``record_text`` of ``items`` ((path, content), or None for "not wanted"), in order.
+    """``record_text`` of ``items`` ((path, content), or None for "not wanted"), in order;
+    for the helper's half, their fingerprints (compare with ``same_text``).
 
     With ``workers`` > 1 a forked helper process makes the second half of the texts while
     this one makes the first (the work is Python per file, which threads would serialise
@@ -272,10 +285,10 @@ class Texts:
                 os.close(fd)
         self._pipe = self._mem = -1
 
-    def __iter__(self) -> Iterator[str | None]:
+    def __iter__(self) -> Iterator[str | bytes | None]:
         for item in self._items[: self._split]:
             yield self._make(item)
-        pending: list[str | None] = []
+        pending: list[bytes | None] = []
         for item in self._items[self._split :]:
             if not pending and self._pipe >= 0:
                 pending = self._next_texts()
@@ -325,15 +338,12 @@ class Texts:
             parts = []
             for item in rest[start : start + CHUNK]:
                 text = self._make(item)
-                if text is None:
-                    parts.append(_SIZE.pack(_NONE))
-                else:
-                    data = text.encode("ascii")  # ensure_ascii JSON: always ASCII
-                    parts.append(_SIZE.pack(len(data)) + data)
+                parts.append(_NO_TEXT if text is None else fingerprint(text))
             send(_TEXTS, b"".join(parts))
 
-    def _next_texts(self) -> list[str | None]:
-        """The helper's next chunk of texts; [] once it is gone (the rest is made here)."""
+    def _next_texts(self) -> list[bytes | None]:
+        """The helper's next chunk of fingerprints; [] once it is gone (the rest is made
+        here)."""
         while (payload := self._next()) is not None:
             kind, data = payload
             if kind == _TEXTS:
@@ -370,15 +380,6 @@ def _unpickle(data: bytes) -> object:
         raise ValueError("unreadable helper result") from exc
 
 
-def _texts_of(data: bytes) -> list[str | None]:
-    out: list[str | None] = []
-    at = 0
-    while at < len(data):
-        (size,) = _SIZE.unpack_from(data, at)
-        at += _SIZE.size
-        if size == _NONE:
-            out.append(None)
-        else:
-            out.append(data[at : at + size].decode("ascii"))
-            at += size
-    return out
+def _texts_of(data: bytes) -> list[bytes | None]:
+    cut = (data[at : at + FINGERPRINT] for at in range(0, len(data), FINGERPRINT))
+    return [None if f == _NO_TEXT else f for f in cut]

@@ -411,9 +411,9 @@ def stream_drift(
                 record_cmp = _without_facts(record)  # same bytes: same facts (analyzers)
             else:
                 record_cmp = record
-            if text is not None and text == record_cmp:  # the common case (quick.py)
-                out.scanned += 1
-                if text.startswith(_DIR_PREFIX, text.index('"ftype":')):
+            if text is not None and record_cmp is not None and quick.same_text(text, record_cmp):
+                out.scanned += 1  # the common case: nothing moved (quick.py)
+                if record.startswith(_DIR_PREFIX, record.rindex('"ftype":')):
                     dirs.add(target.path)
                 if progress:
                     progress(1)
