@@ -9,7 +9,9 @@ monitored root: ``/etc/mail/aliases`` even when ``--root /srv/chroot`` is in for
 from __future__ import annotations
 
 import enum
+import json
 from dataclasses import dataclass, field
+from json.encoder import encode_basestring_ascii as _quote
 from typing import Any
 
 #: JSON-able normalised facts an analyzer extracts from a file (options, aliases...).
@@ -146,6 +148,62 @@ class FileRecord:
             flags=frozenset(row.get("flags") or ()),
             facts=row.get("facts"),
         )
+
+
+# -- the canonical record text ---------------------------------------------------------
+#
+# What the rows digest covers and what verify compares: ``json.dumps(to_row() minus path,
+# sort_keys=True, separators=(",", ":"))``, written out member by member because verify
+# builds it for every file (store.record_json from a FileRecord, quick.py straight from
+# the syscalls). Tests pin it byte for byte to that json.dumps definition.
+
+
+def json_str(value: str | None) -> str:
+    """A string member as json.dumps writes it (ASCII, escaped), or ``null``."""
+    return "null" if value is None else str(_quote(value))
+
+
+def json_value(value: Any) -> str:
+    return "null" if value is None else json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+_FLAGS_JSON = {
+    frozenset(): "[]",
+    frozenset({"append"}): '["append"]',
+    frozenset({"immutable"}): '["immutable"]',
+    frozenset({"append", "immutable"}): '["append","immutable"]',
+}
+
+
+def flags_json(flags: frozenset[str]) -> str:
+    return _FLAGS_JSON.get(flags) or json_value(sorted(flags))
+
+
+def record_text(
+    acl: str, caps: str, ctime_ns: int, digest: str, facts: str, flags: str, ftype: str,
+    gid: int, group: str, inode: int, link_target: str, mode: int, mtime_ns: int,
+    nlink: int, owner: str, selinux: str, size: int, uid: int, xattrs: str,
+) -> str:  # fmt: skip
+    """The canonical text from its members, the strings already JSON (in key order)."""
+    return (
+        f'{{"acl":{acl},"caps":{caps},"ctime_ns":{ctime_ns},"digest":{digest},'
+        f'"facts":{facts},"flags":{flags},"ftype":{ftype},"gid":{gid},"group":{group},'
+        f'"inode":{inode},"link_target":{link_target},"mode":{mode},"mtime_ns":{mtime_ns},'
+        f'"nlink":{nlink},"owner":{owner},"selinux":{selinux},"size":{size},"uid":{uid},'
+        f'"xattrs":{xattrs}}}'
+    )
+
+
+def canonical_json(rec: FileRecord) -> str:
+    """``record_text`` of a record (without its path)."""
+    return record_text(
+        json_str(rec.acl), json_str(rec.caps), int(rec.ctime_ns), json_str(rec.digest),
+        json_value(rec.facts), flags_json(rec.flags), json_str(str(rec.ftype)), int(rec.gid),
+        json_str(rec.group), int(rec.inode), json_str(rec.link_target), int(rec.mode),
+        int(rec.mtime_ns), int(rec.nlink), json_str(rec.owner), json_str(rec.selinux),
+        int(rec.size), int(rec.uid),
+        json_value([list(x) for x in rec.xattrs]) if rec.xattrs else "[]",
+    )  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

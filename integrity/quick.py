@@ -23,30 +23,16 @@ import stat
 import struct
 import threading
 from collections.abc import Callable, Iterator
-from json import dumps
-from json.encoder import encode_basestring_ascii as _quote
 
 import blake3
 
 from integrity import scanner
+from integrity.model import flags_json, json_str, json_value
+from integrity.model import record_text as _record_text
 
 _READ = scanner._READ_FLAGS
-_SMALL = 2**20  # read in one call up to this size (a mail tree's files are small)
-_IMMUTABLE, _APPEND = scanner._STATX_IMMUTABLE, scanner._STATX_APPEND
-_FTYPE = {
-    stat.S_IFREG: '"file"',
-    stat.S_IFDIR: '"dir"',
-    stat.S_IFLNK: '"symlink"',
-    stat.S_IFIFO: '"fifo"',
-    stat.S_IFSOCK: '"socket"',
-    stat.S_IFCHR: '"chardev"',
-    stat.S_IFBLK: '"blockdev"',
-}
-_FLAGS = {0: "[]", _APPEND: '["append"]', _IMMUTABLE: '["immutable"]'}
-_FLAGS[_APPEND | _IMMUTABLE] = '["append","immutable"]'
-#: the JSON texts of a record's acl, caps, selinux and xattrs members
-_Extra = tuple[str, str, str, str]
-_NO_XATTRS: _Extra = ("null", "null", "null", "[]")
+#: S_IFMT -> the ftype member's JSON text (unknown types: the full collector)
+_FTYPE = {kind: json_str(str(ftype)) for kind, ftype in scanner._FTYPE_OF.items()}
 
 
 class Names:
@@ -60,18 +46,14 @@ class Names:
     def user(self, uid: int) -> str:
         text = self._users.get(uid)
         if text is None:
-            text = self._users[uid] = _json_str(self._names.user(uid))
+            text = self._users[uid] = json_str(self._names.user(uid))
         return text
 
     def group(self, gid: int) -> str:
         text = self._groups.get(gid)
         if text is None:
-            text = self._groups[gid] = _json_str(self._names.group(gid))
+            text = self._groups[gid] = json_str(self._names.group(gid))
         return text
-
-
-def _json_str(value: str | None) -> str:
-    return "null" if value is None else str(_quote(value))
 
 
 def record_text(
@@ -103,103 +85,59 @@ def record_text(
     link = "null"
     if stat.S_ISLNK(mode):
         try:
-            link = str(_quote(os.readlink(full)))
+            link = json_str(os.readlink(full))
         except OSError:
             return None
-    extra = _xattrs(full)
-    if extra is None:
-        return None
-    flags = scanner._statx_attributes(full)
-    if flags is None:  # no statx here: the full collector knows the fallbacks
-        return None
-    return _text(st, names, "null", link, extra, flags)
+    return _text(st, names, "null", link, full)
 
 
 def _unread(full: str, st: os.stat_result, names: Names, stored: str) -> str | None:
     """The record text with the stored digest and the live metadata, the file unopened."""
     start = stored.find('"digest":"blake3:')
     end = stored.find('"', start + 17) if start >= 0 else -1
-    extra = _xattrs(full) if end > 0 else None
-    flags = scanner._statx_attributes(full) if extra is not None else None
-    if extra is None or flags is None:
+    if end < 0:
         return None
-    return _text(st, names, stored[start + 9 : end + 1], "null", extra, flags)
+    return _text(st, names, stored[start + 9 : end + 1], "null", full)
 
 
 def _regular(full: str, st: os.stat_result, names: Names) -> str | None:
+    """Hashed as ``scanner._collect_regular`` hashes: the inode lstat described, steady
+    while read; metadata, xattrs and flags from the open descriptor."""
     try:
         fd = os.open(full, _READ)
     except OSError:
         return None  # EPERM for O_NOATIME, EACCES, a swap (ELOOP, ENXIO): the full path
     try:
         fst = os.fstat(fd)
-        if fst.st_ino != st.st_ino or fst.st_dev != st.st_dev or not stat.S_ISREG(fst.st_mode):
+        if not scanner._same_file(st, fst):
             return None
-        size = fst.st_size
-        if size < _SMALL:  # one read into the thread's reused buffer: no page faults
-            buf = scanner._buffer()
-            count = os.readv(fd, [buf])
-            if count != size:
-                return None
-            digest = blake3.blake3(memoryview(buf)[:count]).hexdigest()
-        else:
-            prefixed, _, count = scanner._hash_fd(fd, size, -1)
-            if count != size:
-                return None
-            digest = prefixed.removeprefix("blake3:")
+        digest, _, count = scanner._hash_fd(fd, fst.st_size, -1)
         after = os.fstat(fd)
-        if after.st_size != size or after.st_mtime_ns != fst.st_mtime_ns:
+        if not count == fst.st_size == after.st_size or after.st_mtime_ns != fst.st_mtime_ns:
             return None
-        extra = _xattrs(fd)
-        if extra is None:
-            return None
-        flags = scanner._ioctl_regular_fd(fd)  # what scanner.read_flags reads first
-        if flags is None:  # ENOTTY, EOPNOTSUPP: the filesystem may still answer statx
-            flags = scanner._statx_attributes(fd)
-            if flags is None:
-                return None
+        return _text(fst, names, f'"{digest}"', "null", fd)
     except OSError:
         return None
     finally:
         os.close(fd)
-    return _text(fst, names, f'"blake3:{digest}"', "null", extra, flags)
-
-
-def _xattrs(target: str | int) -> _Extra | None:
-    """The JSON texts of the acl, caps, selinux and xattrs members; None on error.
-
-    The common case (no extended attribute at all) is one syscall and a constant.
-    """
-    try:
-        keys = (
-            os.listxattr(target, follow_symlinks=False)
-            if isinstance(target, str)
-            else (os.listxattr(target))
-        )
-    except OSError:
-        return None
-    if not keys:
-        return _NO_XATTRS
-    pairs, caps, acl, selinux = scanner.read_xattrs(target)
-    xattrs = dumps([list(p) for p in pairs], separators=(",", ":"))
-    return dumps(acl), dumps(caps), dumps(selinux), xattrs
 
 
 def _text(
-    st: os.stat_result, names: Names, digest: str, link: str, extra: _Extra, flags: int
+    st: os.stat_result, names: Names, digest: str, link: str, target: str | int
 ) -> str | None:
+    """The canonical text (``model.record_text``); xattrs and flags read from ``target``,
+    the path itself or the open descriptor, by the collector's own functions."""
     ftype = _FTYPE.get(stat.S_IFMT(st.st_mode))
     if ftype is None:
         return None
-    acl, caps, selinux, xattrs = extra
-    return (
-        f'{{"acl":{acl},"caps":{caps},"ctime_ns":{st.st_ctime_ns},"digest":{digest},'
-        f'"facts":null,"flags":{_FLAGS[flags & (_IMMUTABLE | _APPEND)]},"ftype":{ftype},'
-        f'"gid":{st.st_gid},"group":{names.group(st.st_gid)},"inode":{st.st_ino},'
-        f'"link_target":{link},"mode":{stat.S_IMODE(st.st_mode)},'
-        f'"mtime_ns":{st.st_mtime_ns},"nlink":{st.st_nlink},"owner":{names.user(st.st_uid)},'
-        f'"selinux":{selinux},"size":{st.st_size},"uid":{st.st_uid},"xattrs":{xattrs}}}'
-    )
+    pairs, caps, acl, selinux = scanner.read_xattrs(target)
+    flags = scanner.read_flags(target, st.st_mode)
+    return _record_text(
+        json_str(acl), json_str(caps), st.st_ctime_ns, digest, "null", flags_json(flags),
+        ftype, st.st_gid, names.group(st.st_gid), st.st_ino, link, stat.S_IMODE(st.st_mode),
+        st.st_mtime_ns, st.st_nlink, names.user(st.st_uid), json_str(selinux), st.st_size,
+        st.st_uid, json_value([list(p) for p in pairs]) if pairs else "[]",
+    )  # fmt: skip
 
 
 #: targets per message from the helper

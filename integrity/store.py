@@ -27,7 +27,6 @@ import time
 # hmac.compare_digest is this function; importing hmac loads OpenSSL (3.6 MiB per run)
 from _operator import _compare_digest
 from collections.abc import Iterable, Iterator, Mapping
-from json.encoder import encode_basestring_ascii as _quote
 from typing import Any
 
 import blake3
@@ -40,7 +39,7 @@ from integrity.errors import (
     MonitorError,
     StoreError,
 )
-from integrity.model import FileRecord, Finding
+from integrity.model import FileRecord, Finding, canonical_json
 from integrity.schema import migrate
 from integrity.sqldb import Database
 
@@ -57,38 +56,8 @@ def now() -> str:
 
 
 def record_json(rec: FileRecord) -> str:
-    """The canonical record text the rows digest covers: ``json.dumps(rec.to_row() minus
-    path, sort_keys=True, separators=(",", ":"))``, written out member by member (a third
-    of the time for an init of 100k files; tests pin it to that definition)."""
-    return (
-        f'{{"acl":{_js(rec.acl)},"caps":{_js(rec.caps)},"ctime_ns":{int(rec.ctime_ns)},'
-        f'"digest":{_js(rec.digest)},"facts":{_jv(rec.facts)},"flags":{_flags_json(rec.flags)},'
-        f'"ftype":{_js(str(rec.ftype))},"gid":{int(rec.gid)},"group":{_js(rec.group)},'
-        f'"inode":{int(rec.inode)},"link_target":{_js(rec.link_target)},"mode":{int(rec.mode)},'
-        f'"mtime_ns":{int(rec.mtime_ns)},"nlink":{int(rec.nlink)},"owner":{_js(rec.owner)},'
-        f'"selinux":{_js(rec.selinux)},"size":{int(rec.size)},"uid":{int(rec.uid)},'
-        f'"xattrs":{_jv([list(x) for x in rec.xattrs]) if rec.xattrs else "[]"}}}'
-    )
-
-
-_FLAGS_JSON = {
-    frozenset(): "[]",
-    frozenset({"append"}): '["append"]',
-    frozenset({"immutable"}): '["immutable"]',
-    frozenset({"append", "immutable"}): '["append","immutable"]',
-}
-
-
-def _flags_json(flags: frozenset[str]) -> str:
-    return _FLAGS_JSON.get(flags) or _jv(sorted(flags))
-
-
-def _js(value: str | None) -> str:
-    return "null" if value is None else str(_quote(value))
-
-
-def _jv(value: Any) -> str:
-    return "null" if value is None else json.dumps(value, sort_keys=True, separators=(",", ":"))
+    """The canonical record text the rows digest covers (``model.canonical_json``)."""
+    return canonical_json(rec)
 
 
 def rows_digest(rows: Iterable[tuple[bytes, str, str]]) -> str:
