@@ -33,7 +33,6 @@ MAX_TEXT = 16 * 2**20
 #: another canonical form), a verify stops trying it: until the next ``update`` it would
 #: only cost time
 _QUICK_GIVE_UP = 64
-_DIR_PREFIX = '"ftype":"dir"'
 
 
 @dataclass(frozen=True, slots=True)
@@ -339,12 +338,12 @@ def stream_drift(
 
     names = scanner.IdNames(root)
     out = Drift(warnings=list(plan.warnings))
-    dirs: set[str] = set()
     keyed = sorted((os.fsencode(t.path), t) for t in plan.targets.values())
     fast = quick.Names(names)
 
     def queues() -> _Queues:
-        """The queue and spool entries, in the helper process while this one hashes."""
+        """The queue and spool entries: in the helper process while this one hashes, or
+        here when there is no helper."""
         found: list[Finding] = []
         warned: list[ScanWarning] = []
         ticks: list[int] = []
@@ -381,8 +380,6 @@ def stream_drift(
             progress(1)
         if rec is not None:
             out.scanned += 1
-            if rec.ftype == FileType.DIR:
-                dirs.add(t.path)
         return rec
 
     def keep_new(t: Target) -> None:
@@ -413,8 +410,6 @@ def stream_drift(
                 record_cmp = record
             if text is not None and record_cmp is not None and quick.same_text(text, record_cmp):
                 out.scanned += 1  # the common case: nothing moved (quick.py)
-                if record.startswith(_DIR_PREFIX, record.rindex('"ftype":')):
-                    dirs.add(target.path)
                 if progress:
                     progress(1)
                 continue
@@ -435,16 +430,11 @@ def stream_drift(
         helped = texts.extra_result()
     finally:
         texts.close()
-    if helped:
-        found, warned, count = cast(_Queues, helped[0])
-        out.child_findings.extend(found)
-        out.warnings.extend(warned)
-        if progress and count:
-            progress(count)
-        return out
-    for t in plan.child_dirs:
-        if t.path in dirs:
-            out.child_findings.extend(_check_children(root, t, names, out.warnings, progress))
+    found, warned, count = cast(_Queues, helped[0]) if helped else queues()
+    out.child_findings.extend(found)
+    out.warnings.extend(warned)
+    if progress and count:
+        progress(count)
     return out
 
 
