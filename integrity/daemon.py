@@ -37,9 +37,10 @@ from integrity.config import Config
 from integrity.errors import BaselineCorruptError, BaselineTamperedError, IOFailure, MonitorError
 from integrity.inotify import Pending
 from integrity.judge import judge
-from integrity.lanes import DirtySet, attr_owned, attribute_view, carry, row_finding
+from integrity.lanes import DirtySet, attr_owned, attribute_view, carry
 from integrity.model import FileRecord, Finding, Role, ScanWarning, Severity
 from integrity.session import Session
+from integrity.store import row_finding
 from integrity.syslog import SyslogSender, facility_code
 from integrity.watches import Handler, Watches
 

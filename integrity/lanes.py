@@ -23,6 +23,7 @@ from typing import Any
 
 from integrity import scanner
 from integrity.model import FileRecord, Finding, ScanWarning, Severity
+from integrity.store import row_finding
 
 #: finding attributes judged by the attribute lane (what lstat and xattrs answer)
 ATTR_FINDINGS = frozenset({"mode", "owner", "group", "caps", "acl", "selinux", "flags", "xattrs"})
@@ -77,19 +78,6 @@ def attribute_view(base: FileRecord, current: FileRecord) -> FileRecord:
         inode=base.inode,
         nlink=base.nlink,
         link_target=base.link_target if current.ftype == base.ftype else current.link_target,
-    )
-
-
-def row_finding(row: Mapping[str, Any]) -> Finding:
-    """An open finding as stored -> the same finding (same key: path, rule, attribute)."""
-    return Finding(
-        str(row["path"]),
-        str(row["rule"]),
-        Severity(str(row["severity"])),
-        str(row["message"]),
-        str(row.get("attribute") or ""),
-        row.get("before"),
-        row.get("after"),
     )
 
 

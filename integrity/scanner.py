@@ -187,6 +187,16 @@ def host_path(root: str, path: str) -> str:
     return f"{root.rstrip('/')}/{path.lstrip('/')}" if root != "/" else f"/{path.lstrip('/')}"
 
 
+def model_path(root: str, host: str) -> str | None:
+    """``host_path`` reversed: the path inside ``root``, or None when it lies outside."""
+    top = root.rstrip("/")
+    if not top:
+        return host
+    if host == top:
+        return "/"
+    return host[len(top) :] if host.startswith(top + "/") else None
+
+
 def collect(
     root: str,
     path: str,

@@ -17,6 +17,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 
 from integrity.model import Finding, Severity
+from integrity.scanner import model_path
 
 SERVICE_USER = "mail-integrity"
 #: what SQLite and our atomic writes put next to a state file
@@ -42,12 +43,7 @@ class SelfState:
 
     def model(self, host: str) -> str | None:
         """The path inside the monitored root, or None when it lies outside."""
-        root = self.root.rstrip("/")
-        if not root:
-            return host
-        if host == root:
-            return "/"
-        return host[len(root) :] if host.startswith(root + "/") else None
+        return model_path(self.root, host)
 
     def excluded(self) -> set[str]:
         """Model paths never compared with the baseline: the state files (with their

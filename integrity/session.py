@@ -138,14 +138,7 @@ class Session:
 
     def model_path(self, host: str) -> str | None:
         """A host path from an inotify event -> the path inside the root (None if outside)."""
-        root = self.root.rstrip("/")
-        if not root:
-            return host
-        if host == root:
-            return "/"
-        if host.startswith(root + "/"):
-            return host[len(root) :]
-        return None
+        return scanner.model_path(self.root, host)
 
     def check(
         self, paths: Iterable[str] | None = None, *, progress: Progress | None = None

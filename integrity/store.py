@@ -583,10 +583,7 @@ class Store:
         except (sqlite3.Error, TypeError, UnicodeError) as exc:
             raise self._damaged(exc) from exc
         if not _same(hasher.hexdigest(), expected):
-            raise BaselineCorruptError(
-                f"{self.path}: baseline rows do not match their checksum: the database was "
-                "edited outside mail-integrity; restore it from your off-host copy"
-            )
+            raise self._edited()
         if bad is not None:
             raise BaselineCorruptError(f"{self.path}: unreadable baseline row: {bad}") from bad
         return records, roles
@@ -610,10 +607,13 @@ class Store:
         except (sqlite3.Error, TypeError, UnicodeError) as exc:
             raise self._damaged(exc) from exc
         if not _same(hasher.hexdigest(), expected):
-            raise BaselineCorruptError(
-                f"{self.path}: baseline rows do not match their checksum: the database was "
-                "edited outside mail-integrity; restore it from your off-host copy"
-            )
+            raise self._edited()
+
+    def _edited(self) -> BaselineCorruptError:
+        return BaselineCorruptError(
+            f"{self.path}: baseline rows do not match their checksum: the database was "
+            "edited outside mail-integrity; restore it from your off-host copy"
+        )
 
     def _damaged(self, exc: Exception) -> MonitorError:
         if isinstance(exc, sqlite3.Error):
