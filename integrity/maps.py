@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from integrity.model import Facts, FileRecord
-from integrity.scanner import host_path
+from integrity.scanner import NotRegularError, host_path, read_regular
 
 #: Berkeley DB hash/btree magics (native and byte-swapped) at offset 12
 _BDB_MAGIC = {0x061561, 0x053162, 0x61150600, 0x62310500}
@@ -79,9 +79,10 @@ def map_facts(root: str, path: str, source: str) -> Facts:
 def _older(root: str, path: str, source: str) -> bool:
     """The map was last written before its source: not rebuilt yet, not edited."""
     try:
-        return os.stat(host_path(root, path)).st_mtime_ns < os.stat(
-            host_path(root, source)
-        ).st_mtime_ns
+        return (
+            os.stat(host_path(root, path)).st_mtime_ns
+            < os.stat(host_path(root, source)).st_mtime_ns
+        )
     except OSError:
         return False
 
@@ -159,14 +160,14 @@ def with_dependents(paths: Iterable[str], dependents: Mapping[str, set[str]]) ->
 
 
 def _read_text(host: str) -> str:
+    """A map's source text (a symlinked source is followed, as makemap follows it)."""
     try:
-        fd = os.open(host, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        data = read_regular(host, _MAX_MAP, follow=True)
     except OSError as exc:
         raise Unreadable(f"source unreadable: {exc.strerror}") from None
-    with os.fdopen(fd, "rb") as fh:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise Unreadable("source is not a regular file")
-        return fh.read(_MAX_MAP).decode("utf-8", errors="replace")
+    except NotRegularError:
+        raise Unreadable("source is not a regular file") from None
+    return data.decode("utf-8", errors="replace")
 
 
 # --------------------------------------------------------------------------- maps

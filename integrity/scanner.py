@@ -162,19 +162,35 @@ def _parse_id_file(text: str) -> list[list[str]]:
 
 
 def _read_small(full: str) -> str | None:
-    """A small regular file's text, read without following a final symlink or blocking."""
+    """A small regular file's text (a passwd or group file), or None."""
     try:
-        fd = os.open(full, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
+        data = read_regular(full, _ID_FILE_MAX + 1)
+    except (OSError, NotRegularError):
         return None
+    return None if len(data) > _ID_FILE_MAX else data.decode("utf-8", "surrogateescape")
+
+
+class NotRegularError(ValueError):
+    """``read_regular`` met a FIFO, a device, a directory... and did not read it."""
+
+
+def read_regular(full: str, limit: int, *, follow: bool = False) -> bytes:
+    """At most ``limit`` bytes of a regular file: opened ``O_NONBLOCK`` (a FIFO never
+    blocks us) and, unless ``follow``, ``O_NOFOLLOW``; anything but a regular file is
+    refused before a byte is read. OSError when it cannot be opened or read."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW)
+    fd = os.open(full, flags)
     try:
         st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_size > _ID_FILE_MAX:
-            return None
-        # st_size + 1, not the cap: os.read allocates the whole count it is asked for
-        return os.read(fd, st.st_size + 1).decode("utf-8", "surrogateescape")
-    except OSError:
-        return None
+        if not stat.S_ISREG(st.st_mode):
+            raise NotRegularError(full)
+        out = bytearray()
+        # st_size + 1 at first, not the cap: os.read allocates the whole count asked for
+        while len(out) < limit and (
+            chunk := os.read(fd, min(limit - len(out), max(st.st_size + 1, 2**16)))
+        ):
+            out += chunk
+        return bytes(out)
     finally:
         os.close(fd)
 
