@@ -401,13 +401,13 @@ def stream_drift(
                 continue
             (_, target), text = current
             current = next(it, None)
-            if trust_ctime and misses <= _QUICK_GIVE_UP and not _needs_full(target):
-                content = target.role not in NO_CONTENT
-                text = quick.record_text(root, path, fast, content=content, trusted=record)
-            if text is not None and target.rule is not None and target.rule.analyzer:
+            if target.rule is not None and target.rule.analyzer:
                 record_cmp = _without_facts(record)  # same bytes: same facts (analyzers)
             else:
                 record_cmp = record
+            if trust_ctime and misses <= _QUICK_GIVE_UP and record_cmp and not _needs_full(target):
+                content = target.role not in NO_CONTENT
+                text = quick.record_text(root, path, fast, content=content, trusted=record_cmp)
             if text is not None and record_cmp is not None and quick.same_text(text, record_cmp):
                 out.scanned += 1  # the common case: nothing moved (quick.py)
                 if progress:
