@@ -200,11 +200,17 @@ def test_stream_drift_finds_every_change_with_one_or_two_workers(
     assert drift.current["/etc/mail/f0131"].mode == 0o666
 
 
-def test_a_helper_that_dies_leaves_its_chunks_to_the_parent(tree: Path) -> None:
-    """A killed helper costs time, never a text: the parent makes the rest."""
-    names = [f"f{i:04d}" for i in range(6 * quick.CHUNK)]
+def _files(tree: Path, count: int) -> list[str]:
+    """``count`` small files in /etc/mail: enough for the helper to take a share."""
+    names = [f"f{i:04d}" for i in range(count)]
     for name in names:
         (tree / "etc/mail" / name).write_text(name)
+    return names
+
+
+def test_a_helper_that_dies_leaves_its_chunks_to_the_parent(tree: Path) -> None:
+    """A killed helper costs time, never a text: the parent makes the rest."""
+    names = _files(tree, 6 * quick.CHUNK)
     items: list[tuple[str, bool] | None] = [(f"/etc/mail/{n}", True) for n in names]
     idn = quick.Names(scanner.IdNames(str(tree)))
     texts = quick.Texts(str(tree), items, idn, workers=2)
@@ -215,23 +221,29 @@ def test_a_helper_that_dies_leaves_its_chunks_to_the_parent(tree: Path) -> None:
     assert all(g is not None for g in got)
 
 
-def test_verify_reports_the_same_with_one_or_two_workers(tmp_path: Path) -> None:
-    """verify's findings (files and queue entries) do not depend on --workers."""
+def _mail_tree(tmp_path: Path, files: int = 20, queued: int = 0) -> tuple[Path, api.Options]:
+    """A sendmail host with ``files`` m4 files and ``queued`` queue files, baselined."""
     root = tmp_path / "root"
     mail = root / "etc/mail"
     mail.mkdir(parents=True)
     (mail / "aliases").write_text("postmaster: root\n")
-    for i in range(300):
+    for i in range(files):
         (mail / f"x{i:03d}.m4").write_text(f"dnl {i}\n")
     (mail / "sendmail.cf").write_text("O QueueDirectory=/var/spool/mqueue\n")
     queue = root / "var/spool/mqueue"
     queue.mkdir(parents=True, mode=0o700)
-    for i in range(50):
+    for i in range(queued):
         (queue / f"qf{i:02d}").write_text("V8\n")
         os.chmod(queue / f"qf{i:02d}", 0o600)
-    db = str(tmp_path / "b.db")
-    opts = api.Options(root=str(root), db=db, profiles=("sendmail-debian",))
+    opts = api.Options(root=str(root), db=str(tmp_path / "b.db"), profiles=("sendmail-debian",))
     api.init(opts)
+    return mail, opts
+
+
+def test_verify_reports_the_same_with_one_or_two_workers(tmp_path: Path) -> None:
+    """verify's findings (files and queue entries) do not depend on --workers."""
+    mail, opts = _mail_tree(tmp_path, files=300, queued=50)
+    queue = Path(opts.root) / "var/spool/mqueue"
     (mail / "x007.m4").write_text("changed\n")
     os.chmod(mail / "x250.m4", 0o4755)
     os.chmod(queue / "qf33", 0o644)  # mail at rest readable by all: the helper's part
@@ -281,16 +293,6 @@ def test_queue_entries_alike_are_judged_once_but_an_acl_or_capability_is_still_s
     assert warnings == []
 
 
-def _mail_tree(tmp_path: Path) -> tuple[Path, api.Options]:
-    root = tmp_path / "root"
-    mail = root / "etc/mail"
-    mail.mkdir(parents=True)
-    (mail / "aliases").write_text("postmaster: root\n")
-    for i in range(20):
-        (mail / f"x{i:03d}.m4").write_text(f"dnl {i}\n")
-    opts = api.Options(root=str(root), db=str(tmp_path / "b.db"), profiles=("sendmail-debian",))
-    api.init(opts)
-    return mail, opts
 
 
 def test_trust_ctime_is_ignored_until_a_verify_has_read_every_file(tmp_path: Path) -> None:
@@ -404,9 +406,7 @@ def test_no_fork_means_one_process_not_a_failure(
         raise BlockingIOError(11, "Resource temporarily unavailable")
 
     monkeypatch.setattr(os, "fork", refused)
-    names = [f"f{i:04d}" for i in range(4 * quick.CHUNK)]
-    for name in names:
-        (tree / "etc/mail" / name).write_text(name)
+    names = _files(tree, 4 * quick.CHUNK)
     idn = quick.Names(scanner.IdNames(str(tree)))
     texts = quick.Texts(str(tree), [(f"/etc/mail/{n}", True) for n in names], idn, workers=2)
     assert not texts.forked
@@ -415,9 +415,7 @@ def test_no_fork_means_one_process_not_a_failure(
 
 def test_the_helper_really_makes_the_second_half(tree: Path) -> None:
     """With two workers the parent reads only the first half of the files itself."""
-    names = [f"f{i:04d}" for i in range(4 * quick.CHUNK)]
-    for name in names:
-        (tree / "etc/mail" / name).write_text(name)
+    names = _files(tree, 4 * quick.CHUNK)
     idn = quick.Names(scanner.IdNames(str(tree)))
     made: list[str] = []
     real = quick.record_text
