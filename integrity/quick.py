@@ -2,12 +2,13 @@
 
 A verify of 20,000 files spends its time on Python work per file, not on syscalls or
 hashing. For the common answer ("nothing moved") this module goes straight from the
-syscalls to the canonical record JSON (``store.record_json``'s bytes) and compares it with
-the stored text: no ``FileRecord``, no JSON parsing. Anything unusual (a race, a refused
-open, a record that does not compare equal) returns ``None`` or a different text, and the
-caller takes the full path in ``scanner``/``snapshot``, which decides and reports. So this
-module can only make a verify faster: it never decides that something changed, and it says
-"unchanged" only when every attribute the full collector records is equal.
+syscalls to the canonical record JSON (``model.record_text``: the bytes stored) and
+compares it with the stored text: no ``FileRecord``, no JSON parsing. Anything unusual
+(a race, a refused open, a record that does not compare equal) returns ``None`` or a
+different text, and the caller takes the full path in ``scanner``/``snapshot``, which
+decides and reports. So this module can only make a verify faster: it never decides that
+something changed, and it says "unchanged" only when every attribute the full collector
+records is equal.
 
 The same safety rules as ``scanner``: ``lstat`` first, only a regular file is opened
 (``O_NOFOLLOW|O_NONBLOCK``), its ``fstat`` must be the inode ``lstat`` described, and the
@@ -63,9 +64,10 @@ def record_text(
     full collector must look (gone, refused, swapped, moving, unreadable...).
 
     ``content``: hash a regular file (False for roles whose content is never read).
-    ``trusted`` (``verify --trust-ctime`` only): the stored record; when the file's size,
-    mtime, ctime and inode (and every other attribute) are still the stored ones, its
-    stored digest is reused and the file is not read. A write changes the ctime, which
+    ``trusted`` (``verify --trust-ctime`` only): the stored record, facts cut out as this
+    text has none; when the file's size, mtime, ctime and inode (and every other
+    attribute) are still the stored ones, its stored digest is reused and the file is not
+    read. A write changes the ctime, which
     only root can forge (clock or raw device): hence an option, never the default.
     """
     full = scanner.host_path(root, path)
@@ -104,9 +106,9 @@ def _regular(full: str, st: os.stat_result, names: Names) -> str | None:
     """Hashed as ``scanner._collect_regular`` hashes: the inode lstat described, steady
     while read; metadata, xattrs and flags from the open descriptor."""
     try:
-        fd = os.open(full, _READ)
+        fd = scanner._open_noatime(os.open, full, _READ)  # as the collector opens it
     except OSError:
-        return None  # EPERM for O_NOATIME, EACCES, a swap (ELOOP, ENXIO): the full path
+        return None  # EACCES, a swap (ELOOP, ENXIO): the full path says which
     try:
         fst = os.fstat(fd)
         if not scanner._same_file(st, fst):
