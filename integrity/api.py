@@ -435,24 +435,14 @@ def _read_all_lately(store: Store) -> bool:
     """Did a whole-tree verify read every file (no ``--trust-ctime``) in the last
     ``FULL_REHASH_DAYS``? Runs of this baseline generation only."""
     import datetime as dt
-    import json
 
-    sealed = store.get_meta("sealed_at") or ""
-    rows = store.db.execute(
-        "select finished, summary from runs where command = 'verify' and finished >= ? "
-        "order by id desc limit 200",
-        [sealed],
-    ).fetchall()
+    last = store.last_full_read()
+    try:
+        when = dt.datetime.fromisoformat(last) if last else None
+    except ValueError:
+        return False
     limit = dt.datetime.now(dt.UTC) - dt.timedelta(days=FULL_REHASH_DAYS)
-    for finished, summary in rows:
-        try:
-            read_all = json.loads(summary or "{}").get("content") == "read"
-            when = dt.datetime.fromisoformat(finished)
-        except (ValueError, TypeError, AttributeError):
-            continue
-        if read_all and when >= limit:
-            return True
-    return False
+    return when is not None and when >= limit
 
 
 def _who_changed(report: Report, root: str, sealed_at: str | None) -> None:

@@ -882,6 +882,23 @@ class Store:
         )
         return int(table.last_pk)  # type: ignore[arg-type]
 
+    def last_full_read(self) -> str | None:
+        """When the latest verify of this baseline generation that read every file (its
+        summary's ``content`` is ``read``, not ``trusted-ctime``) finished; None if none."""
+        since = self.get_meta("sealed_at") or ""
+        rows = self.db.execute(
+            "select finished, summary from runs where command = 'verify' and finished >= ? "
+            "order by id desc",
+            [since],
+        )
+        for finished, summary in rows:
+            try:
+                if json.loads(summary or "{}").get("content") == "read":
+                    return str(finished)
+            except (ValueError, AttributeError):
+                continue
+        return None
+
     def finish_run(self, run_id: int, summary: Mapping[str, Any], exit_code: int) -> None:
         self.db.table("runs").update(
             run_id,
