@@ -13,15 +13,13 @@ import pytest
 
 from integrity.cli import cli, main
 from integrity.demo import build_sandbox
+from tests.sandbox import cli_host
 
 
 @pytest.fixture
 def host(tmp_path: Path) -> tuple[Path, list[str]]:
     """The demo sandbox and the common arguments that point at it."""
-    root, profiles = build_sandbox(tmp_path)
-    args = ["--root", str(root), "--db", str(tmp_path / "b.db"), "--profile", "demo",
-            "--profile-dir", str(profiles), "--config", str(tmp_path / "none.toml")]
-    (tmp_path / "none.toml").write_text("")
+    root, args, _ = cli_host(tmp_path)
     return root, args
 
 

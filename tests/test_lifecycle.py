@@ -14,6 +14,7 @@ import pytest
 
 from integrity.cli import main
 from integrity.demo import build_sandbox
+from tests.sandbox import cli_host
 
 DECODER = 'decode: "|/usr/bin/uudecode"\n'
 
@@ -21,12 +22,7 @@ DECODER = 'decode: "|/usr/bin/uudecode"\n'
 @pytest.fixture
 def host(tmp_path: Path) -> tuple[Path, list[str], Path]:
     """The demo sandbox, common arguments, and the config file they name."""
-    root, profiles = build_sandbox(tmp_path)
-    config = tmp_path / "config.toml"
-    config.write_text("")
-    args = ["--root", str(root), "--db", str(tmp_path / "b.db"), "--profile", "demo",
-            "--profile-dir", str(profiles), "--config", str(config)]
-    return root, args, config
+    return cli_host(tmp_path)
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from integrity.demo import build_sandbox
+from tests.sandbox import cli_host
 
 HERE = Path(__file__).resolve().parent.parent
 
@@ -26,12 +27,7 @@ HERE = Path(__file__).resolve().parent.parent
 @pytest.fixture
 def host(tmp_path: Path) -> tuple[Path, list[str], Path]:
     """The demo sandbox, the common arguments, and their (empty) config file."""
-    root, profiles = build_sandbox(tmp_path)
-    config = tmp_path / "config.toml"
-    config.write_text("")
-    args = ["--root", str(root), "--db", str(tmp_path / "b.db"), "--profile", "demo",
-            "--profile-dir", str(profiles), "--config", str(config)]
-    return root, args, config
+    return cli_host(tmp_path)
 
 
 def mi(*argv: str, **kw: object) -> subprocess.CompletedProcess[str]:

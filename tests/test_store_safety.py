@@ -22,6 +22,7 @@ from integrity.demo import build_sandbox
 from integrity.errors import BaselineBusyError, BaselineCorruptError, BaselineIOError
 from integrity.model import FileRecord, FileType
 from integrity.store import Store, key_path
+from tests.sandbox import cli_host
 
 DIGEST = "blake3:" + "a" * 64
 
@@ -248,10 +249,7 @@ def test_locked_database_is_busy_not_corrupt(db: str) -> None:
 
 @pytest.fixture
 def host(tmp_path: Path) -> Iterator[tuple[Path, list[str]]]:
-    root, profiles = build_sandbox(tmp_path)
-    (tmp_path / "none.toml").write_text("")
-    args = ["--root", str(root), "--db", str(tmp_path / "b.db"), "--profile", "demo",
-            "--profile-dir", str(profiles), "--config", str(tmp_path / "none.toml")]
+    root, args, _ = cli_host(tmp_path)
     assert main(["init", "-q", *args]) == 0
     yield root, args
 
