@@ -19,6 +19,14 @@ from tests.sandbox import cli_host
 DECODER = 'decode: "|/usr/bin/uudecode"\n'
 
 
+def _with_decoder(root: Path) -> Path:
+    """Append the decoder alias (a program run by mail) to the sandbox's aliases."""
+    aliases = root / "etc/mail/aliases"
+    with aliases.open("a") as fh:
+        fh.write(DECODER)
+    return aliases
+
+
 @pytest.fixture
 def host(tmp_path: Path) -> tuple[Path, list[str], Path]:
     """The demo sandbox, common arguments, and the config file they name."""
@@ -46,8 +54,7 @@ def rules(doc: dict, key: str = "findings") -> set[tuple[str, str]]:
 def test_condition_present_at_init_keeps_exit_bit_8_until_acknowledged(host, capsys):
     """A decoder alias at init: every verify reports it (8); after --accept, 0 and listed."""
     root, args, _ = host
-    with (root / "etc/mail/aliases").open("a") as fh:
-        fh.write(DECODER)
+    _with_decoder(root)
     code, out, _ = run(capsys, "init", *args)
     assert code == 0
     assert "NOT accepted into the baseline" in out and "update --accept PATH" in out
@@ -74,9 +81,7 @@ def test_condition_present_at_init_keeps_exit_bit_8_until_acknowledged(host, cap
 def test_new_risk_on_an_acknowledged_file_is_reported_again(host, capsys):
     """After acknowledging one decoder alias, a second one (and a changed target) alert."""
     root, args, _ = host
-    aliases = root / "etc/mail/aliases"
-    with aliases.open("a") as fh:
-        fh.write(DECODER)
+    aliases = _with_decoder(root)
     run(capsys, "init", *args)
     run(capsys, "update", *args, "--accept", "/etc/mail/aliases", "--reason", "known")
     with aliases.open("a") as fh:
@@ -95,9 +100,7 @@ def test_new_risk_on_an_acknowledged_file_is_reported_again(host, capsys):
 def test_condition_fixed_is_resolved_and_returning_alerts_again(host, capsys):
     """Standing finding gone -> resolved in history; back (file as baselined) -> reported."""
     root, args, _ = host
-    aliases = root / "etc/mail/aliases"
-    with aliases.open("a") as fh:
-        fh.write(DECODER)
+    aliases = _with_decoder(root)
     run(capsys, "init", *args)
     text = aliases.read_text()
     aliases.write_text(text.replace(DECODER, ""))
@@ -342,8 +345,7 @@ def test_baseline_from_before_standing_findings_gets_them_on_first_verify(host, 
     import sqlite3
 
     root, args, _ = host
-    with (root / "etc/mail/aliases").open("a") as fh:
-        fh.write(DECODER)
+    _with_decoder(root)
     run(capsys, "init", *args, "-q")
     db = sqlite3.connect(tmp_path / "b.db")
     db.execute("delete from standing")
@@ -359,9 +361,7 @@ def test_baseline_from_before_standing_findings_gets_them_on_first_verify(host, 
 def test_risk_removed_then_accepted_alerts_when_it_returns(host, capsys):
     """Acknowledge a decoder alias, accept its removal, add it back: reported again."""
     root, args, _ = host
-    aliases = root / "etc/mail/aliases"
-    with aliases.open("a") as fh:
-        fh.write(DECODER)
+    aliases = _with_decoder(root)
     run(capsys, "init", *args, "-q")
     run(capsys, "update", *args, "--accept", "/etc/mail/aliases", "--reason", "known")
     text = aliases.read_text()
@@ -377,9 +377,7 @@ def test_risk_removed_then_accepted_alerts_when_it_returns(host, capsys):
 def test_reinit_keeps_only_acknowledgements_of_conditions_still_there(host, capsys):
     """init --force after the acknowledged risk was removed: when it returns, it alerts."""
     root, args, _ = host
-    aliases = root / "etc/mail/aliases"
-    with aliases.open("a") as fh:
-        fh.write(DECODER)
+    aliases = _with_decoder(root)
     run(capsys, "init", *args, "-q")
     run(capsys, "update", *args, "--accept", "/etc/mail/aliases", "--reason", "known")
     run(capsys, "init", *args, "--force", "-q")  # still there: still acknowledged
