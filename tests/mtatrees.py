@@ -1605,3 +1605,15 @@ def tamper_cases(mta: str) -> list[Tamper]:
         "exim4": _exim4_tampers,
         "dovecot": _dovecot_tampers,
     }[mta]()
+
+
+def copy_baselined(pristine: tuple[Path, Path], dest: Path) -> tuple[Path, Path]:
+    """A copy of a baselined tree (root, database) under ``dest``, with the database's
+    host-local checksum key, so a test may change it without touching the pristine one."""
+    from integrity.store import key_path
+
+    root, db = pristine
+    subprocess.run(["cp", "-a", str(root), str(dest / "root")], check=True)
+    shutil.copy(db, dest / "baseline.db")
+    shutil.copy(key_path(str(db)), dest / "baseline.key")
+    return dest / "root", dest / "baseline.db"

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from integrity import api
 from integrity.model import Report, Severity
-from integrity.store import key_path
 from tests import mtatrees
 
 pytestmark = [
@@ -43,14 +41,6 @@ def pristine(request, tmp_path_factory) -> tuple[Path, Path]:
     return root, db
 
 
-def _copy(pristine: tuple[Path, Path], dest: Path) -> tuple[Path, Path]:
-    root, db = pristine
-    subprocess.run(["cp", "-a", str(root), str(dest / "root")], check=True)
-    shutil.copy(db, dest / "baseline.db")
-    shutil.copy(key_path(str(db)), dest / "baseline.key")  # its host-local checksum key
-    return dest / "root", dest / "baseline.db"
-
-
 def _maps(rep: Report) -> set[tuple[str, str, Severity]]:
     return {(f.path, f.rule, f.severity) for f in rep.findings if f.attribute == "content"}
 
@@ -62,7 +52,7 @@ def _verify(root: Path, db: Path) -> Report:
 @pytest.mark.parametrize("pristine", ["sendmail"], indirect=True)
 def test_debian_newaliases_and_access_rebuild_are_info(pristine, tmp_path):
     """newaliases (makemap -N) and `make -C /etc/mail` rebuilds: info, nothing high."""
-    root, db = _copy(pristine, tmp_path)
+    root, db = mtatrees.copy_baselined(pristine, tmp_path)
     aliases = mtatrees.alias_rows((root / "etc/aliases").read_text())
     mtatrees.sendmail_makemap(root, "/etc/mail/aliases", aliases, ["-N"])
     access = mtatrees.map_rows((root / "etc/mail/access").read_text())
@@ -78,7 +68,7 @@ def test_debian_newaliases_and_access_rebuild_are_info(pristine, tmp_path):
 @pytest.mark.parametrize("pristine", ["sendmail"], indirect=True)
 def test_debian_alias_map_written_from_another_input_is_high(pristine, tmp_path):
     """An alias map holding a pipe the aliases file does not have: edited directly."""
-    root, db = _copy(pristine, tmp_path)
+    root, db = mtatrees.copy_baselined(pristine, tmp_path)
     text = (root / "etc/aliases").read_text() + 'backup: "|/bin/sh -c id"\n'
     mtatrees.sendmail_makemap(root, "/etc/mail/aliases", mtatrees.alias_rows(text), ["-N"])
     rep = _verify(root, db)
@@ -90,7 +80,7 @@ def test_debian_alias_map_written_from_another_input_is_high(pristine, tmp_path)
 @pytest.mark.parametrize("pristine", ["postfix"], indirect=True)
 def test_postalias_and_postmap_rebuilds_are_info(pristine, tmp_path):
     """postalias and postmap rewrite the bytes; same content: info."""
-    root, db = _copy(pristine, tmp_path)
+    root, db = mtatrees.copy_baselined(pristine, tmp_path)
     mtatrees.postfix_tool(root, "postalias", "/etc/aliases")
     mtatrees.postfix_tool(root, "postmap", "/etc/postfix/transport")
     rep = _verify(root, db)
@@ -103,7 +93,7 @@ def test_postalias_and_postmap_rebuilds_are_info(pristine, tmp_path):
 @pytest.mark.parametrize("pristine", ["postfix"], indirect=True)
 def test_postmap_from_another_input_is_high(pristine, tmp_path):
     """transport.db rebuilt from a doctored copy while transport stays: high, key named."""
-    root, db = _copy(pristine, tmp_path)
+    root, db = mtatrees.copy_baselined(pristine, tmp_path)
     table = root / "etc/postfix/transport"
     original = table.read_text()
     stamp = table.stat()
@@ -125,7 +115,7 @@ def test_debian_m4_regeneration_is_regenerated_not_hand_edited(pristine, tmp_pat
     """sendmailconfig re-runs m4 with the .mc untouched: only the build stamp moves."""
     import time
 
-    root, db = _copy(pristine, tmp_path)
+    root, db = mtatrees.copy_baselined(pristine, tmp_path)
     before = (root / "etc/mail/sendmail.cf").read_text()
     time.sleep(1.1)  # the stamp has a one-second clock
     mtatrees.regenerate_sendmail_cf(root)
@@ -142,7 +132,7 @@ def test_debian_m4_regeneration_is_regenerated_not_hand_edited(pristine, tmp_pat
 @pytest.mark.parametrize("pristine", ["sendmail"], indirect=True)
 def test_debian_cf_rule_edit_is_still_hand_edited(pristine, tmp_path):
     """An edit of a rewriting rule (no O line) is not a regeneration."""
-    root, db = _copy(pristine, tmp_path)
+    root, db = mtatrees.copy_baselined(pristine, tmp_path)
     cf = root / "etc/mail/sendmail.cf"
     cf.write_text(cf.read_text().replace("\nSParse0", "\nR$*\t$#local $: root\nSParse0", 1))
     rep = _verify(root, db)

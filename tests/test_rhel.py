@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import shutil
 import stat
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,7 +18,6 @@ import pytest
 
 from integrity import api
 from integrity.model import Report, Severity
-from integrity.store import key_path
 from tests import mtatrees
 
 pytestmark = [
@@ -41,14 +39,6 @@ def rhel(tmp_path_factory) -> tuple[Path, Path]:
     db = base / "baseline.db"
     api.init(api.Options(root=str(root), db=str(db)))
     return root, db
-
-
-def _copy(rhel: tuple[Path, Path], dest: Path) -> tuple[Path, Path]:
-    root, db = rhel
-    subprocess.run(["cp", "-a", str(root), str(dest / "root")], check=True)
-    shutil.copy(db, dest / "baseline.db")
-    shutil.copy(key_path(str(db)), dest / "baseline.key")  # its host-local checksum key
-    return dest / "root", dest / "baseline.db"
 
 
 def _verify(root: Path, db: Path) -> Report:
@@ -173,7 +163,7 @@ TAMPERS: list[tuple[str, Callable[[Path], None], str, str, Severity]] = [
 )
 def test_rhel_tamper_verify_and_audit(rhel, tmp_path, name, apply, path, rule, severity):
     """Each attack is found by verify at its severity, and audit agrees on high/critical."""
-    root, db = _copy(rhel, tmp_path)
+    root, db = mtatrees.copy_baselined(rhel, tmp_path)
     apply(root)
     rep = _verify(root, db)
     assert _has(rep, path, rule, severity), _shown(rep)
@@ -199,7 +189,7 @@ def _rows(root: Path, source: str) -> str:
 @NEEDS_DB_DUMP
 def test_forced_rebuild_of_every_map_is_info(rhel, tmp_path):
     """%post's SM_FORCE_DBREBUILD rebuild (real makemap, new bytes) is info, never high."""
-    root, db = _copy(rhel, tmp_path)
+    root, db = mtatrees.copy_baselined(rhel, tmp_path)
     aliases = mtatrees._alias_rows((root / "etc/aliases").read_text())
     mtatrees.rhel_makemap(root, "/etc/aliases", aliases, ["-N"])
     for name in ("virtusertable", "access", "domaintable", "mailertable"):
@@ -214,7 +204,7 @@ def test_forced_rebuild_of_every_map_is_info(rhel, tmp_path):
 @NEEDS_DB_DUMP
 def test_map_edited_directly_is_high_and_named(rhel, tmp_path):
     """makemap fed another input (source untouched): high, naming the foreign key."""
-    root, db = _copy(rhel, tmp_path)
+    root, db = mtatrees.copy_baselined(rhel, tmp_path)
     rows = _rows(root, "/etc/mail/access") + "Connect:203.0.113.9\tRELAY\n"
     mtatrees.rhel_makemap(root, "/etc/mail/access", rows)
     rep = _verify(root, db)
@@ -229,7 +219,7 @@ def test_map_edited_directly_is_high_and_named(rhel, tmp_path):
 def test_source_edit_then_rebuild_judges_the_source(rhel, tmp_path):
     """The admin way: access gains an open RELAY and makemap runs: the source is critical,
     the map is a consistent rebuild (info)."""
-    root, db = _copy(rhel, tmp_path)
+    root, db = mtatrees.copy_baselined(rhel, tmp_path)
     with open(root / "etc/mail/access", "a") as fh:
         fh.write("To:com\tRELAY\n")
     mtatrees.rhel_makemap(root, "/etc/mail/access", _rows(root, "/etc/mail/access"))
@@ -242,7 +232,7 @@ def test_source_edit_then_rebuild_judges_the_source(rhel, tmp_path):
 
 def test_unreadable_map_is_low_with_the_reason(rhel, tmp_path):
     """A map that cannot be read is low, and says why."""
-    root, db = _copy(rhel, tmp_path)
+    root, db = mtatrees.copy_baselined(rhel, tmp_path)
     target = root / "etc/mail/mailertable.db"
     mode = stat.S_IMODE(target.stat().st_mode)
     target.write_bytes(b"not a database at all\n")
