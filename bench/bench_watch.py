@@ -40,7 +40,6 @@ import platform
 import random
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -62,6 +61,7 @@ from integrity.config import WatchConfig  # noqa: E402
 from integrity.demo import build_sandbox  # noqa: E402
 from tests import rsyslog_harness  # noqa: E402
 from tests.rsyslog_harness import Rsyslog, parse_5424  # noqa: E402
+from tests.sandbox import NotReady, start_notified  # noqa: E402
 
 ALIASES = "/etc/mail/aliases"
 BINARY = "/usr/sbin/sendmail"
@@ -252,25 +252,13 @@ class Daemon:
         return self.proc.pid
 
     def start(self, timeout: float = 30.0) -> None:
-        sock_path = self.host.base / f"notify-{time.monotonic_ns()}.sock"
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        sock.bind(str(sock_path))
-        sock.settimeout(timeout)
-        env = {**os.environ, "NOTIFY_SOCKET": str(sock_path), "PYTHONPATH": str(REPO)}
-        with (self.host.base / "daemon.log").open("ab") as log:
-            self.proc = subprocess.Popen(
-                self.argv, env=env, stdout=log, stderr=log, cwd=REPO, stdin=subprocess.DEVNULL
-            )
         try:
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                if "READY=1" in sock.recv(4096).decode().split("\n"):
-                    return
-            raise RuntimeError("daemon never sent READY=1")
-        except TimeoutError as exc:
-            raise RuntimeError(f"no READY=1; see {self.host.base}/daemon.log") from exc
-        finally:
-            sock.close()
+            self.proc = start_notified(
+                self.argv, self.host.base / "daemon.log", timeout=timeout, cwd=REPO,
+                env={"PYTHONPATH": str(REPO)},
+            )  # fmt: skip
+        except NotReady as exc:
+            raise RuntimeError(str(exc)) from exc
 
     def stop(self) -> int:
         if self.proc is None:

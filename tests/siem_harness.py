@@ -28,6 +28,7 @@ from typing import Any
 from integrity import api
 from integrity.demo import build_sandbox
 from tests.rsyslog_harness import free_port, listening
+from tests.sandbox import NotReady, start_notified
 
 REPO = Path(__file__).resolve().parent.parent
 SYSLOG_NG_ROOT = (
@@ -83,25 +84,12 @@ class Watch:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 30.0) -> None:
-        sock_path = self.base / f"notify-{time.monotonic_ns()}.sock"
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        sock.bind(str(sock_path))
-        sock.settimeout(timeout)
-        env = {**os.environ, "NOTIFY_SOCKET": str(sock_path)}
-        log = (self.base / "watch.log").open("ab")
-        self.proc = subprocess.Popen(self.argv, env=env, stdout=log, stderr=log, cwd=REPO)
         try:
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                if "READY=1" in sock.recv(4096).decode().split("\n"):
-                    return
-            raise AssertionError("watch never sent READY=1")
-        except TimeoutError as exc:
-            self.stop()
+            self.proc = start_notified(
+                self.argv, self.base / "watch.log", timeout=timeout, cwd=REPO
+            )
+        except NotReady as exc:
             raise AssertionError(f"no READY=1: {self.log()[-2000:]}") from exc
-        finally:
-            sock.close()
-            log.close()
 
     def log(self) -> str:
         path = self.base / "watch.log"

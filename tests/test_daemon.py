@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from integrity import api
 from integrity.demo import build_sandbox
 from tests import rsyslog_harness
 from tests.rsyslog_harness import Rsyslog, parse_5424
+from tests.sandbox import NotReady, start_notified
 
 pytestmark = [
     pytest.mark.slow,
@@ -48,25 +48,10 @@ class Daemon:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 20.0) -> None:
-        sock_path = self.base / f"notify-{time.monotonic_ns()}.sock"
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        sock.bind(str(sock_path))
-        sock.settimeout(timeout)
-        env = {**os.environ, "NOTIFY_SOCKET": str(sock_path)}
-        log = (self.base / "daemon.log").open("ab")
-        self.proc = subprocess.Popen(self.argv, env=env, stdout=log, stderr=log)
         try:
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                data = sock.recv(4096).decode()
-                if "READY=1" in data.split("\n"):
-                    return
-            raise AssertionError("daemon never sent READY=1")
-        except TimeoutError as exc:
+            self.proc = start_notified(self.argv, self.base / "daemon.log", timeout=timeout)
+        except NotReady as exc:
             raise AssertionError(f"no READY=1: {self.log()[-2000:]}") from exc
-        finally:
-            sock.close()
-            log.close()
 
     def log(self) -> str:
         path = self.base / "daemon.log"
